@@ -1,0 +1,124 @@
+# libsockmsg - plain Makefile.  `make help` lists the targets.
+
+PREFIX     ?= /usr/local
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+BINDIR     ?= $(PREFIX)/bin
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+
+CC      ?= cc
+# SANITIZE=address,undefined (or thread) builds everything instrumented,
+# in a build directory of its own so plain and sanitized objects never mix.
+SANITIZE ?=
+ifeq ($(SANITIZE),)
+BUILD   ?= build
+else
+BUILD   ?= build/sanitize-$(subst $(comma),-,$(SANITIZE))
+SANFLAGS = -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+endif
+comma := ,
+
+# The version lives in include/sockmsg/sockmsg.h only.
+HEADER  := include/sockmsg/sockmsg.h
+version_part = $(shell sed -n 's/^\#define SM_VERSION_$(1) \([0-9]*\)/\1/p' $(HEADER))
+MAJOR   := $(call version_part,MAJOR)
+VERSION := $(MAJOR).$(call version_part,MINOR).$(call version_part,PATCH)
+
+WARN    := -Wall -Wextra -Wpedantic -Werror
+CFLAGS  ?= -O2 -g
+ALL_CFLAGS  = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) -Iinclude -MMD -MP
+LIB_CFLAGS  = $(ALL_CFLAGS) -fPIC -fvisibility=hidden -DSM_BUILDING_LIBRARY
+ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS) -pthread
+
+LIB_SRC  := $(wildcard lib/*.c)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+STATIC   := $(BUILD)/libsockmsg.a
+SONAME   := libsockmsg.so.$(MAJOR)
+SHARED   := $(BUILD)/libsockmsg.so.$(VERSION)
+EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+UNIT     := $(BUILD)/tests/unit
+
+.PHONY: all lib examples check unit-tests install-test install uninstall demo deps clean help
+
+all: lib examples
+
+lib: $(STATIC) $(SHARED) $(BUILD)/libsockmsg.so
+
+$(BUILD)/lib/%.o: lib/%.c
+	@mkdir -p $(@D)
+	$(CC) $(LIB_CFLAGS) -c $< -o $@
+
+$(STATIC): $(LIB_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(SHARED): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,$(SONAME) $(ALL_LDFLAGS) $^ -o $@
+
+$(BUILD)/libsockmsg.so: $(SHARED)
+	ln -sf $(notdir $(SHARED)) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $@
+
+examples: $(EXAMPLES)
+
+$(BUILD)/examples/%: examples/%.c $(STATIC)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $< $(STATIC) $(ALL_LDFLAGS) -o $@
+
+$(BUILD)/tests/%.o: tests/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Ilib -DBUILD_DIR='"$(BUILD)"' -c $< -o $@
+
+$(UNIT): $(TEST_OBJ) $(STATIC)
+	$(CC) $(TEST_OBJ) $(STATIC) $(ALL_LDFLAGS) -lcriterion -o $@
+
+# The Criterion run comes last so its summary is the closing line.
+# CHECK_FILTER='threads/*' runs a subset (used for ThreadSanitizer).
+check: all $(UNIT) $(if $(SANITIZE)$(CHECK_FILTER),,install-test)
+	$(UNIT) -j2 $(if $(CHECK_FILTER),--filter='$(CHECK_FILTER)')
+
+install-test: all
+	sh tests/install.sh
+
+install: all
+	install -d $(DESTDIR)$(INCLUDEDIR)/sockmsg $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 644 $(HEADER) $(DESTDIR)$(INCLUDEDIR)/sockmsg/
+	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/
+	ln -sf $(notdir $(SHARED)) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libsockmsg.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	    sockmsg.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/sockmsg.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/sockmsg/sockmsg.h
+	-rmdir $(DESTDIR)$(INCLUDEDIR)/sockmsg
+	rm -f $(DESTDIR)$(LIBDIR)/libsockmsg.a $(DESTDIR)$(LIBDIR)/libsockmsg.so \
+	      $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/$(notdir $(SHARED)) \
+	      $(DESTDIR)$(PKGCONFIGDIR)/sockmsg.pc
+
+demo: examples
+	sh examples/demo.sh $(BUILD)/examples
+
+# Debian packages the build and the tests need; sudo only when not root.
+DEB_PACKAGES := build-essential clang pkg-config libcriterion-dev python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+deps:
+	$(SUDO) apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(DEB_PACKAGES)
+
+clean:
+	rm -rf build
+
+help:
+	@echo "make            build libraries and examples into $(BUILD)/"
+	@echo "make demo       run the tutorial server and client on a free port"
+	@echo "make deps       install the Debian packages the tests need"
+	@echo "make check      run the tests (SANITIZE=address,undefined or thread)"
+	@echo "make install    install under PREFIX=$(PREFIX) (DESTDIR honoured)"
+	@echo "make uninstall  remove what install put there"
+
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d)

@@ -1,0 +1,246 @@
+/*
+ * libsockmsg - whole messages over TCP and Unix-domain sockets.
+ *
+ * Every message travels as a frame: a 4-byte unsigned big-endian length N,
+ * then N bytes of payload (docs/PROTOCOL.md is the normative text).
+ *
+ * Errors: every call that can fail returns a negative int (or ssize_t).
+ * The library's own causes are the SM_E* codes below; any other negative
+ * value is a system error and equals -errno (so -rc is the errno value).
+ * sm_strerror(rc) names the cause; sm_last_error() adds the detail of the
+ * last failure on the calling thread (which address, which size).
+ *
+ * Threads: handles are not shared state between each other.  On one
+ * connection, any number of threads may call sm_send at once (frames never
+ * interleave on the wire) while one thread at a time calls the receive
+ * functions.  sm_close must not race with any other call on the same handle.
+ *
+ * The library never raises SIGPIPE, retries calls interrupted by signals,
+ * and opens every descriptor close-on-exec.
+ */
+#ifndef SOCKMSG_SOCKMSG_H
+#define SOCKMSG_SOCKMSG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The version: the Makefile reads it from here, so it lives in one place. */
+#define SM_VERSION_MAJOR 0
+#define SM_VERSION_MINOR 1
+#define SM_VERSION_PATCH 0
+
+#if defined(__GNUC__) && defined(SM_BUILDING_LIBRARY)
+#define SM_API __attribute__((visibility("default")))
+#else
+#define SM_API
+#endif
+
+/* Default largest payload a connection accepts: 16 MiB. */
+#define SM_DEFAULT_MAX_FRAME (16u * 1024u * 1024u)
+
+/* Messages up to this size are gathered in the connection's own buffer;
+ * larger payloads are read straight into the caller's memory. */
+#define SM_RECV_BUFFER (64u * 1024u)
+
+/* Longest address string the library writes (see sm_listener_addr). */
+#define SM_ADDRSTRLEN 128
+
+/* The library's own error codes.  Any other negative value is -errno. */
+enum sm_error {
+    SM_ECLOSED = -1001,    /* peer closed the connection between frames */
+    SM_ETRUNCATED = -1002, /* stream ended inside a frame */
+    SM_ETOOBIG = -1003,    /* frame larger than the maximum frame size */
+    SM_EMSGSIZE = -1004,   /* message larger than the caller's buffer */
+    SM_ETIMEDOUT = -1005,  /* a timeout set in sm_options expired */
+    SM_EADDR = -1006,      /* address malformed or not resolvable */
+    SM_EINVAL = -1007,     /* invalid argument */
+    SM_ENOMEM = -1008      /* out of memory */
+};
+
+typedef struct sm_listener sm_listener;
+typedef struct sm_conn sm_conn;
+
+/*
+ * Options.  A zeroed struct means "all defaults", so set only what you need:
+ *
+ *     sm_options opt = { .recv_timeout_ms = 500 };
+ *
+ * Timeouts are in milliseconds; 0 means wait forever (the default).  A
+ * timeout bounds the whole call, however many reads or writes it takes,
+ * and expiring returns SM_ETIMEDOUT.
+ */
+typedef struct sm_options {
+    int connect_timeout_ms; /* sm_connect_opts: per address tried */
+    int accept_timeout_ms;  /* sm_accept */
+    int send_timeout_ms;    /* sm_send */
+    int recv_timeout_ms;    /* sm_recv, sm_recv_alloc */
+    uint32_t max_frame;     /* largest payload accepted; 0 = 16 MiB */
+    int nagle;              /* nonzero leaves Nagle on; default sets TCP_NODELAY */
+} sm_options;
+
+/*
+ * Addresses are strings:
+ *   "host:port"     a name or IPv4 address; names resolve via getaddrinfo
+ *   "[v6addr]:port" an IPv6 address
+ *   ":port"         listen: all interfaces, IPv4 and IPv6; connect: localhost
+ *   "unix:/path"    a Unix-domain stream socket
+ * Port 0 in sm_listen picks a free port; sm_listener_addr tells which.
+ */
+
+/*
+ * sm_listen, sm_listen_opts - open a listening socket on addr.
+ *
+ * On success stores a new listener in *out (free it with sm_listener_close)
+ * and returns 0.  Sets SO_REUSEADDR, so a restarted server rebinds its port
+ * at once.  For "unix:/path", a stale socket file at path is replaced, and
+ * the file is removed again by sm_listener_close.  opts may be NULL; the
+ * options are inherited by every accepted connection.  Does not block.
+ *
+ * Errors: SM_EINVAL (NULL out or addr), SM_EADDR (malformed, unresolvable,
+ * or a Unix path too long), SM_ENOMEM, -errno (e.g. -EADDRINUSE, -EACCES).
+ */
+SM_API int sm_listen(sm_listener **out, const char *addr);
+SM_API int sm_listen_opts(sm_listener **out, const char *addr,
+                          const sm_options *opts);
+
+/*
+ * sm_accept - wait for a client and return its connection in *out.
+ *
+ * Blocks until a client connects or accept_timeout_ms expires.  The new
+ * connection (free it with sm_close) has the listener's options.
+ *
+ * Errors: SM_EINVAL, SM_ETIMEDOUT, SM_ENOMEM, -errno (-EMFILE when the
+ * process is out of file descriptors: the client stays queued).
+ */
+SM_API int sm_accept(sm_listener *l, sm_conn **out);
+
+/*
+ * sm_listener_addr - write the listener's bound address into buf.
+ *
+ * The form is one sm_connect accepts: "127.0.0.1:41234", "[::]:41234",
+ * "unix:/tmp/s".  Returns the string's length, or SM_EINVAL if buf is NULL
+ * or len is too small (SM_ADDRSTRLEN always suffices), or -errno.
+ */
+SM_API int sm_listener_addr(const sm_listener *l, char *buf, size_t len);
+
+/* sm_listener_fd - the listening descriptor, for poll().  Still owned by l. */
+SM_API int sm_listener_fd(const sm_listener *l);
+
+/* sm_listener_close - close the listener (NULL is ignored).  Connections
+ * already accepted stay open. */
+SM_API void sm_listener_close(sm_listener *l);
+
+/*
+ * sm_connect, sm_connect_opts - connect to addr.
+ *
+ * Tries each address a name resolves to, in order, until one accepts; each
+ * try is bounded by connect_timeout_ms.  On success stores a new connection
+ * in *out (free it with sm_close) and returns 0.  opts may be NULL.  Blocks.
+ *
+ * Errors: SM_EINVAL, SM_EADDR, SM_ETIMEDOUT, SM_ENOMEM, -errno of the last
+ * address tried (-ECONNREFUSED: nobody listens there).  sm_last_error()
+ * names the address.
+ */
+SM_API int sm_connect(sm_conn **out, const char *addr);
+SM_API int sm_connect_opts(sm_conn **out, const char *addr,
+                           const sm_options *opts);
+
+/*
+ * sm_send - send len bytes from msg as one message.
+ *
+ * Blocks until the whole frame is handed to the kernel or send_timeout_ms
+ * expires.  msg stays the caller's.  Safe to call from several threads at
+ * once on one connection; frames never interleave.
+ *
+ * Errors: SM_EINVAL (msg NULL with len > 0), SM_ETOOBIG (len > 2^32-1),
+ * SM_ETIMEDOUT, -errno (-EPIPE, -ECONNRESET when the peer is gone).
+ * If a timeout or error strikes after part of a frame was written, the
+ * stream can no longer be parsed by the peer: every later sm_send returns
+ * the same error.  A timeout before the first byte leaves it usable.
+ */
+SM_API int sm_send(sm_conn *c, const void *msg, size_t len);
+
+/*
+ * sm_recv - receive one whole message into buf (capacity cap).
+ *
+ * Blocks until a message arrives or recv_timeout_ms expires.  Returns the
+ * message's length (0 is a valid, empty message).
+ *
+ * Errors:
+ *   SM_EMSGSIZE   the message is larger than cap.  Nothing is consumed: the
+ *                 message waits for a larger buffer or sm_recv_alloc.
+ *   SM_ECLOSED    the peer closed the connection between messages.
+ *   SM_ETRUNCATED the stream ended inside a message.
+ *   SM_ETOOBIG    the peer announced more than max_frame bytes.
+ *   SM_ETIMEDOUT  nothing is lost: bytes that arrived stay buffered and the
+ *                 next call resumes, unless the message is larger than
+ *                 SM_RECV_BUFFER and part of it was already copied to buf;
+ *                 then the connection is failed.
+ *   SM_EINVAL, -errno (-ECONNRESET: the peer reset the connection).
+ * After any error other than SM_EMSGSIZE and a resumable SM_ETIMEDOUT, the
+ * connection is failed: every later receive returns the same error.
+ */
+SM_API ssize_t sm_recv(sm_conn *c, void *buf, size_t cap);
+
+/*
+ * sm_recv_alloc - receive one whole message of any size up to max_frame.
+ *
+ * Stores a malloc()ed copy in *msg, which the caller must free() (also for
+ * an empty message), and returns its length.  Blocks like sm_recv.  On
+ * error *msg is NULL.  Errors: as sm_recv, without SM_EMSGSIZE, plus
+ * SM_ENOMEM.
+ */
+SM_API ssize_t sm_recv_alloc(sm_conn *c, void **msg);
+
+/*
+ * sm_recv_ready - 1 if a whole message is already buffered, so the next
+ * sm_recv returns without touching the socket; else 0.
+ *
+ * poll() on sm_conn_fd only sees bytes still in the kernel: after one read
+ * the library may hold several messages, so drain with this before polling.
+ */
+SM_API int sm_recv_ready(const sm_conn *c);
+
+/*
+ * sm_conn_set_options - change a connection's options (NULL: defaults).
+ * connect_timeout_ms and accept_timeout_ms are ignored here.  Must not
+ * race with a send or receive on c.  Returns 0, SM_EINVAL or -errno.
+ */
+SM_API int sm_conn_set_options(sm_conn *c, const sm_options *opts);
+
+/* sm_conn_peer - write the peer's address into buf; as sm_listener_addr. */
+SM_API int sm_conn_peer(const sm_conn *c, char *buf, size_t len);
+
+/* sm_conn_fd - the connection's descriptor, for poll().  Still owned by c;
+ * do not read or write it directly. */
+SM_API int sm_conn_fd(const sm_conn *c);
+
+/* sm_close - close the connection and free it (NULL is ignored). */
+SM_API void sm_close(sm_conn *c);
+
+/*
+ * sm_strerror - a message for any return code (never NULL; the string is
+ * static or thread-local and valid until the next call on this thread).
+ */
+SM_API const char *sm_strerror(int rc);
+
+/*
+ * sm_last_error - the detail of the last failed call on this thread, such
+ * as "connect to 127.0.0.1:9: Connection refused"; "" if none failed yet.
+ * Valid until the next failing call on this thread.
+ */
+SM_API const char *sm_last_error(void);
+
+/* sm_version - the library's version, "MAJOR.MINOR.PATCH". */
+SM_API const char *sm_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

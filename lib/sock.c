@@ -1,0 +1,147 @@
+#include "sock.h"
+
+#include <sockmsg/sockmsg.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <time.h>
+#include <unistd.h>
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t sm_deadline(int timeout_ms)
+{
+    return timeout_ms > 0 ? now_ms() + timeout_ms : -1;
+}
+
+int sm_wait(int fd, short events, int64_t deadline)
+{
+    struct pollfd p = { .fd = fd, .events = events };
+    for (;;) {
+        int timeout = -1;
+        if (deadline >= 0) {
+            int64_t left = deadline - now_ms();
+            if (left <= 0)
+                return SM_ETIMEDOUT;
+            timeout = left > 1000000 ? 1000000 : (int)left;
+        }
+        int n = poll(&p, 1, timeout);
+        if (n > 0)
+            return 0;
+        if (n < 0 && errno != EINTR)
+            return -errno;
+    }
+}
+
+int sm_socket(int family, int flags)
+{
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
+    return fd < 0 ? -errno : fd;
+}
+
+static int set_blocking(int fd, int blocking)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return -errno;
+    fl = blocking ? fl & ~O_NONBLOCK : fl | O_NONBLOCK;
+    return fcntl(fd, F_SETFL, fl) < 0 ? -errno : 0;
+}
+
+/* A non-blocking connect, so the wait can honour the deadline; EINTR on a
+ * blocking connect would leave it running in the background anyway. */
+int sm_sock_connect(int fd, const struct sockaddr *sa, socklen_t len,
+                    int64_t deadline)
+{
+    int rc = set_blocking(fd, 0);
+    if (rc)
+        return rc;
+    if (connect(fd, sa, len) < 0) {
+        if (errno != EINPROGRESS && errno != EINTR)
+            return -errno;
+        rc = sm_wait(fd, POLLOUT, deadline);
+        if (rc)
+            return rc;
+        int err = 0;
+        socklen_t err_len = sizeof err;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &err_len) < 0)
+            return -errno;
+        if (err)
+            return -err;
+    }
+    return set_blocking(fd, 1);
+}
+
+int sm_sock_set_nodelay(int fd, int family, int nagle)
+{
+    if (family != AF_INET && family != AF_INET6)
+        return 0;
+    int on = !nagle;
+    return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) < 0 ? -errno : 0;
+}
+
+/* With no deadline the socket simply blocks (one syscall per read); with
+ * one, MSG_DONTWAIT and poll() bound the wait. */
+ssize_t sm_sock_read(int fd, void *buf, size_t len, int flags, int64_t deadline)
+{
+    if (deadline >= 0)
+        flags = (flags & ~MSG_WAITALL) | MSG_DONTWAIT;
+    for (;;) {
+        ssize_t n = recv(fd, buf, len, flags);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -errno;
+        int rc = sm_wait(fd, POLLIN, deadline);
+        if (rc)
+            return rc;
+    }
+}
+
+static void advance(struct iovec **iov, int *iovcnt, size_t n)
+{
+    while (*iovcnt > 0 && n >= (*iov)->iov_len) {
+        n -= (*iov)->iov_len;
+        (*iov)++;
+        (*iovcnt)--;
+    }
+    if (*iovcnt > 0) {
+        (*iov)->iov_base = (char *)(*iov)->iov_base + n;
+        (*iov)->iov_len -= n;
+    }
+}
+
+int sm_sock_write_all(int fd, struct iovec *iov, int iovcnt, int64_t deadline,
+                      size_t *sent)
+{
+    /* MSG_NOSIGNAL: a vanished peer is an EPIPE return, never SIGPIPE. */
+    int flags = MSG_NOSIGNAL | (deadline >= 0 ? MSG_DONTWAIT : 0);
+    *sent = 0;
+    while (iovcnt > 0) {
+        struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)iovcnt };
+        ssize_t n = sendmsg(fd, &msg, flags);
+        if (n >= 0) {
+            *sent += (size_t)n;
+            advance(&iov, &iovcnt, (size_t)n);
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -errno;
+        int rc = sm_wait(fd, POLLOUT, deadline);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}

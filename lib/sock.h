@@ -1,0 +1,40 @@
+/* sock - OS socket calls with deadlines, EINTR retries and no SIGPIPE. */
+#ifndef SM_LIB_SOCK_H
+#define SM_LIB_SOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+/* A deadline is a CLOCK_MONOTONIC time in ms, or -1 for none. */
+int64_t sm_deadline(int timeout_ms);
+
+/* Waits until fd is ready for events (POLLIN/POLLOUT).  Returns 0,
+ * SM_ETIMEDOUT or -errno. */
+int sm_wait(int fd, short events, int64_t deadline);
+
+/* A close-on-exec stream socket; flags may add SOCK_NONBLOCK.  Returns the
+ * fd or -errno. */
+int sm_socket(int family, int flags);
+
+/* Connects a blocking fd within the deadline.  Returns 0, SM_ETIMEDOUT or
+ * -errno; fd is blocking again afterwards. */
+int sm_sock_connect(int fd, const struct sockaddr *sa, socklen_t len,
+                    int64_t deadline);
+
+/* Sets TCP_NODELAY on TCP sockets unless nagle; returns 0 or -errno. */
+int sm_sock_set_nodelay(int fd, int family, int nagle);
+
+/* One recv() that waits up to the deadline: returns bytes read (> 0), 0 at
+ * end of stream, SM_ETIMEDOUT or -errno.  flags may add MSG_WAITALL. */
+ssize_t sm_sock_read(int fd, void *buf, size_t len, int flags,
+                     int64_t deadline);
+
+/* Writes all of iov (modified in place) within the deadline.  *sent counts
+ * the bytes written, also on failure.  Returns 0, SM_ETIMEDOUT or -errno. */
+int sm_sock_write_all(int fd, struct iovec *iov, int iovcnt, int64_t deadline,
+                      size_t *sent);
+
+#endif

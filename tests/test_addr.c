@@ -1,0 +1,89 @@
+/* Address strings: parsing and formatting, no network needed. */
+#include <criterion/criterion.h>
+#include <sockmsg/sockmsg.h>
+#include <arpa/inet.h>
+#include <string.h>
+
+#include "addr.h"
+
+Test(addr, host_port)
+{
+    sm_addr a;
+    cr_assert_eq(sm_addr_parse(&a, "example.org:80"), 0);
+    cr_assert_not(a.is_unix);
+    cr_assert_str_eq(a.host, "example.org");
+    cr_assert_str_eq(a.port, "80");
+    cr_assert_eq(sm_addr_parse(&a, "127.0.0.1:0"), 0);
+    cr_assert_str_eq(a.host, "127.0.0.1");
+    cr_assert_str_eq(a.port, "0");
+}
+
+Test(addr, bracketed_ipv6)
+{
+    sm_addr a;
+    cr_assert_eq(sm_addr_parse(&a, "[::1]:29876"), 0);
+    cr_assert_str_eq(a.host, "::1");
+    cr_assert_str_eq(a.port, "29876");
+}
+
+Test(addr, any_interface)
+{
+    sm_addr a;
+    cr_assert_eq(sm_addr_parse(&a, ":65535"), 0);
+    cr_assert_str_eq(a.host, "");
+    cr_assert_str_eq(a.port, "65535");
+}
+
+Test(addr, unix_path)
+{
+    sm_addr a;
+    cr_assert_eq(sm_addr_parse(&a, "unix:/tmp/x.sock"), 0);
+    cr_assert(a.is_unix);
+    cr_assert_str_eq(a.unix_addr.sun_path, "/tmp/x.sock");
+}
+
+Test(addr, malformed_are_rejected)
+{
+    char long_path[200] = "unix:/";
+    memset(long_path + 6, 'a', sizeof long_path - 7);
+    const char *bad[] = { "", "nocolon", "host:", "host:-1", "host:65536",
+                          "host:99999", "host:12ab", "host:123456", "::1:80",
+                          "[::1:80", "[::1]80", "[]:80", "unix:", long_path };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sm_addr a;
+        cr_assert_eq(sm_addr_parse(&a, bad[i]), SM_EADDR, "'%s' accepted", bad[i]);
+        cr_assert(strstr(sm_last_error(), bad[i]) != NULL,
+                  "detail '%s' names the address", sm_last_error());
+    }
+}
+
+Test(addr, format_forms)
+{
+    char buf[SM_ADDRSTRLEN];
+    struct sockaddr_in in = { .sin_family = AF_INET, .sin_port = htons(80) };
+    inet_pton(AF_INET, "10.1.2.3", &in.sin_addr);
+    cr_assert_eq(sm_addr_format((struct sockaddr *)&in, sizeof in, buf, sizeof buf), 11);
+    cr_assert_str_eq(buf, "10.1.2.3:80");
+
+    struct sockaddr_in6 in6 = { .sin6_family = AF_INET6, .sin6_port = htons(9) };
+    inet_pton(AF_INET6, "::1", &in6.sin6_addr);
+    sm_addr_format((struct sockaddr *)&in6, sizeof in6, buf, sizeof buf);
+    cr_assert_str_eq(buf, "[::1]:9");
+    inet_pton(AF_INET6, "::ffff:127.0.0.1", &in6.sin6_addr);
+    sm_addr_format((struct sockaddr *)&in6, sizeof in6, buf, sizeof buf);
+    cr_assert_str_eq(buf, "127.0.0.1:9", "v4-mapped shown as IPv4");
+
+    cr_assert_eq(sm_addr_format((struct sockaddr *)&in, sizeof in, buf, 5), SM_EINVAL);
+}
+
+Test(addr, formatted_address_parses_back)
+{
+    char buf[SM_ADDRSTRLEN];
+    struct sockaddr_in6 in6 = { .sin6_family = AF_INET6, .sin6_port = htons(4242) };
+    inet_pton(AF_INET6, "fe80::1", &in6.sin6_addr);
+    sm_addr_format((struct sockaddr *)&in6, sizeof in6, buf, sizeof buf);
+    sm_addr a;
+    cr_assert_eq(sm_addr_parse(&a, buf), 0);
+    cr_assert_str_eq(a.host, "fe80::1");
+    cr_assert_str_eq(a.port, "4242");
+}
