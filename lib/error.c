@@ -20,6 +20,9 @@ static const char *library_error_text(int rc)
     case SM_EADDR: return "bad address";
     case SM_EINVAL: return "invalid argument";
     case SM_ENOMEM: return "out of memory";
+    case SM_ENOCONN: return "no such connection";
+    case SM_ESTOPPED: return "server stopped";
+    case SM_EFULL: return "connection's output queue is full";
     default: return NULL;
     }
 }

@@ -183,6 +183,11 @@ SM_API int sm_listener_addr(const sm_listener *l, char *buf, size_t len)
     return sm_addr_format((struct sockaddr *)&ss, ss_len, buf, len);
 }
 
+int sm_listener_family(const sm_listener *l)
+{
+    return l->family;
+}
+
 SM_API int sm_listener_fd(const sm_listener *l)
 {
     return l ? l->fd : SM_EINVAL;

@@ -1,8 +1,10 @@
-/* listen - listening sockets and accept.  Everything it offers is public
- * API (sm_listen, sm_accept, ...); this header exists for symmetry. */
+/* listen - listening sockets and accept (sm_listen, sm_accept, ...). */
 #ifndef SM_LIB_LISTEN_H
 #define SM_LIB_LISTEN_H
 
 #include <sockmsg/sockmsg.h>
+
+/* The address family of l's socket (AF_INET, AF_INET6 or AF_UNIX). */
+int sm_listener_family(const sm_listener *l);
 
 #endif

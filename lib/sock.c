@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int64_t now_ms(void)
+int64_t sm_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -19,7 +19,7 @@ static int64_t now_ms(void)
 
 int64_t sm_deadline(int timeout_ms)
 {
-    return timeout_ms > 0 ? now_ms() + timeout_ms : -1;
+    return timeout_ms > 0 ? sm_now_ms() + timeout_ms : -1;
 }
 
 int sm_wait(int fd, short events, int64_t deadline)
@@ -28,7 +28,7 @@ int sm_wait(int fd, short events, int64_t deadline)
     for (;;) {
         int timeout = -1;
         if (deadline >= 0) {
-            int64_t left = deadline - now_ms();
+            int64_t left = deadline - sm_now_ms();
             if (left <= 0)
                 return SM_ETIMEDOUT;
             timeout = left > 1000000 ? 1000000 : (int)left;

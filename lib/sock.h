@@ -8,6 +8,9 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+/* Milliseconds on CLOCK_MONOTONIC. */
+int64_t sm_now_ms(void);
+
 /* A deadline is a CLOCK_MONOTONIC time in ms, or -1 for none. */
 int64_t sm_deadline(int timeout_ms);
 

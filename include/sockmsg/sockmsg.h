@@ -59,7 +59,10 @@ enum sm_error {
     SM_ETIMEDOUT = -1005,  /* a timeout set in sm_options expired */
     SM_EADDR = -1006,      /* address malformed or not resolvable */
     SM_EINVAL = -1007,     /* invalid argument */
-    SM_ENOMEM = -1008      /* out of memory */
+    SM_ENOMEM = -1008,     /* out of memory */
+    SM_ENOCONN = -1009,    /* server: no open connection with that id */
+    SM_ESTOPPED = -1010,   /* server: closed because the server stopped */
+    SM_EFULL = -1011       /* server: the connection's output queue is full */
 };
 
 typedef struct sm_listener sm_listener;
@@ -238,6 +241,138 @@ SM_API const char *sm_last_error(void);
 
 /* sm_version - the library's version, "MAJOR.MINOR.PATCH". */
 SM_API const char *sm_version(void);
+
+/* ------------------------------------------------------------------------
+ * Event-driven server: many connections, several listeners, one thread.
+ *
+ * sm_server_run waits for events and calls your handlers; a handler must
+ * not block.  Sending from the loop never blocks either: each connection
+ * has an output queue, written as the socket accepts it.  Connections are
+ * named by an sm_conn_id that is never reused within the process, so an
+ * old id can never reach a newer client.
+ *
+ * Threads: every sm_server_* call except sm_server_stop and sm_server_post
+ * must come from the thread running sm_server_run (normally from inside a
+ * handler), or from any one thread while the server is not running.
+ * ------------------------------------------------------------------------ */
+
+typedef struct sm_server sm_server;
+typedef uint64_t sm_conn_id; /* never 0 */
+
+typedef struct sm_server_handlers {
+    /* A client connected. */
+    void (*on_open)(sm_server *s, sm_conn_id id, void *arg);
+    /* One whole message arrived; msg is valid only during the call. */
+    void (*on_message)(sm_server *s, sm_conn_id id, const void *msg,
+                       size_t len, void *arg);
+    /* The connection is gone; id is invalid once this returns.  reason:
+     * SM_ECLOSED (peer closed), SM_ETRUNCATED, SM_ETOOBIG, SM_ETIMEDOUT
+     * (idle), SM_ESTOPPED (server stopping), SM_ENOMEM, -errno (e.g.
+     * -ECONNRESET), or 0 (you called sm_server_disconnect). */
+    void (*on_close)(sm_server *s, sm_conn_id id, int reason, void *arg);
+} sm_server_handlers;
+
+/* Server options; zero means the default, as for sm_options. */
+typedef struct sm_server_options {
+    uint32_t max_frame;  /* largest message accepted; 0 = 16 MiB */
+    size_t high_water;   /* queued output bytes at which the server stops
+                          * reading from that client until its queue has
+                          * drained (backpressure); 0 = 1 MiB */
+    size_t max_queue;    /* queued output beyond which sends to that client
+                          * fail with SM_EFULL; 0 = high_water + 2 * max_frame */
+    int idle_timeout_ms; /* close clients silent this long; 0 = never */
+    int max_conns;       /* more are accepted and closed at once; 0 = no cap */
+    int nagle;           /* nonzero leaves Nagle on; default sets TCP_NODELAY */
+} sm_server_options;
+
+/* Counters, for monitoring and tests. */
+typedef struct sm_server_stats {
+    size_t conns;           /* open now */
+    uint64_t accepted;      /* connections accepted in all */
+    uint64_t rejected;      /* accepted and closed at once: max_conns reached */
+    uint64_t accept_pauses; /* times accepting paused: out of descriptors */
+} sm_server_stats;
+
+/*
+ * sm_server_new - create a server.  handlers (copied; any member may be
+ * NULL) and arg are passed to every callback; opts may be NULL.  Free it
+ * with sm_server_free.  Errors: SM_EINVAL, SM_ENOMEM, -errno.
+ */
+SM_API int sm_server_new(sm_server **out, const sm_server_handlers *handlers,
+                         const sm_server_options *opts, void *arg);
+
+/*
+ * sm_server_listen - also accept clients on addr (any form sm_listen
+ * takes).  Call it once per port.  Returns the listener's index (0, 1, ...)
+ * for sm_server_addr, or an error as sm_listen's.
+ */
+SM_API int sm_server_listen(sm_server *s, const char *addr);
+
+/* sm_server_addr - the bound address of listener index, as
+ * sm_listener_addr.  Errors: SM_EINVAL (no such index or short buf). */
+SM_API int sm_server_addr(const sm_server *s, int index, char *buf,
+                          size_t len);
+
+/*
+ * sm_server_run - serve until sm_server_stop.  Blocks.  On return every
+ * connection has been closed and its on_close called (reason SM_ESTOPPED);
+ * listeners stay open, so run may be called again.  Returns 0, or -errno
+ * if waiting for events failed.  A stop requested before run is honoured.
+ */
+SM_API int sm_server_run(sm_server *s);
+
+/* sm_server_stop - make sm_server_run return soon.  Safe from any thread
+ * and from a signal handler (async-signal-safe). */
+SM_API void sm_server_stop(sm_server *s);
+
+/*
+ * sm_server_send - queue one message to a client; never blocks.  msg is
+ * copied.  Returns 0, SM_ENOCONN (no such open connection), SM_EFULL (its
+ * queue would pass max_queue: nothing queued), SM_ETOOBIG, SM_EINVAL or
+ * SM_ENOMEM.  Loop thread only.
+ */
+SM_API int sm_server_send(sm_server *s, sm_conn_id id, const void *msg,
+                          size_t len);
+
+/* sm_server_broadcast - sm_server_send to every open connection except
+ * `except` (0: none).  Returns how many queued it, or SM_EINVAL. */
+SM_API int sm_server_broadcast(sm_server *s, const void *msg, size_t len,
+                               sm_conn_id except);
+
+/*
+ * sm_server_post - sm_server_send from any other thread: msg is copied and
+ * the loop is woken to queue it.  Returns 0, SM_EINVAL, SM_ETOOBIG or
+ * SM_ENOMEM; a message for an id that is gone by then is dropped.
+ */
+SM_API int sm_server_post(sm_server *s, sm_conn_id id, const void *msg,
+                          size_t len);
+
+/* sm_server_disconnect - stop reading from a client, send what is queued,
+ * then close it (on_close gets reason 0).  Returns 0 or SM_ENOCONN. */
+SM_API int sm_server_disconnect(sm_server *s, sm_conn_id id);
+
+/* sm_server_set_data / sm_server_data - one pointer of yours per
+ * connection (NULL at first).  set returns 0 or SM_ENOCONN; data returns
+ * NULL for an unknown id. */
+SM_API int sm_server_set_data(sm_server *s, sm_conn_id id, void *data);
+SM_API void *sm_server_data(const sm_server *s, sm_conn_id id);
+
+/* sm_server_peer - the client's address, as sm_conn_peer.  Errors:
+ * SM_ENOCONN, SM_EINVAL, -errno. */
+SM_API int sm_server_peer(const sm_server *s, sm_conn_id id, char *buf,
+                          size_t len);
+
+/* sm_server_ids - store up to cap open connection ids, oldest activity
+ * first; returns how many are open (may exceed cap). */
+SM_API size_t sm_server_ids(const sm_server *s, sm_conn_id *ids, size_t cap);
+
+/* sm_server_get_stats - fill *st with the server's counters. */
+SM_API void sm_server_get_stats(const sm_server *s, sm_server_stats *st);
+
+/* sm_server_free - close all connections (calling on_close with
+ * SM_ESTOPPED) and listeners and free the server (NULL is ignored).  Must
+ * not be called while sm_server_run is running. */
+SM_API void sm_server_free(sm_server *s);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,42 @@
+/*
+ * poller - readiness notification behind one small interface, so the
+ * server does not care which OS mechanism is underneath (epoll here; a
+ * poll() or kqueue version would replace poller.c alone).
+ */
+#ifndef SM_LIB_POLLER_H
+#define SM_LIB_POLLER_H
+
+#include <stdint.h>
+
+#define SM_POLL_IN 1u
+#define SM_POLL_OUT 2u
+#define SM_POLL_ERR 4u /* error or hang-up: a read or write tells which */
+
+/* The key reported when sm_poller_wake was called. */
+#define SM_POLL_WAKE_KEY UINT64_MAX
+
+typedef struct sm_poller sm_poller;
+
+typedef struct sm_poll_event {
+    uint64_t key;
+    unsigned events;
+} sm_poll_event;
+
+int sm_poller_new(sm_poller **out); /* 0 or -errno */
+void sm_poller_free(sm_poller *p);
+
+/* Register, change or remove fd; key comes back in its events.
+ * Return 0 or -errno. */
+int sm_poller_add(sm_poller *p, int fd, uint64_t key, unsigned events);
+int sm_poller_mod(sm_poller *p, int fd, uint64_t key, unsigned events);
+int sm_poller_del(sm_poller *p, int fd);
+
+/* Waits up to timeout_ms (-1: forever) and fills at most max events.
+ * Returns their number (0 on timeout or EINTR) or -errno. */
+int sm_poller_wait(sm_poller *p, sm_poll_event *out, int max, int timeout_ms);
+
+/* Makes a pending or the next sm_poller_wait return SM_POLL_WAKE_KEY.
+ * Safe from any thread and from a signal handler. */
+void sm_poller_wake(sm_poller *p);
+
+#endif
