@@ -40,7 +40,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 UNIT     := $(BUILD)/tests/unit
 
-.PHONY: all lib examples check unit-tests install-test install uninstall demo deps clean help
+.PHONY: all lib examples bench check unit-tests install-test install uninstall demo deps clean help
 
 all: lib examples
 
@@ -63,9 +63,21 @@ $(BUILD)/libsockmsg.so: $(SHARED)
 
 examples: $(EXAMPLES)
 
+# login-server hashes passwords with the system's libcrypt.
+$(BUILD)/examples/login-server: EXTRA_LIBS = -lcrypt
+
 $(BUILD)/examples/%: examples/%.c $(STATIC)
 	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $< $(STATIC) $(ALL_LDFLAGS) $(EXTRA_LIBS) -o $@
+
+$(BUILD)/bench/%: bench/%.c $(STATIC)
+	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $< $(STATIC) $(ALL_LDFLAGS) -o $@
+
+# Benchmarks report figures; they never assert timings.
+BENCH_CONNS ?= 10000
+bench: all $(BUILD)/bench/conns
+	sh bench/conns.sh $(BUILD) $(BENCH_CONNS)
 
 $(BUILD)/tests/%.o: tests/%.c
 	@mkdir -p $(@D)
@@ -104,7 +116,7 @@ demo: examples
 	sh examples/demo.sh $(BUILD)/examples
 
 # Debian packages the build and the tests need; sudo only when not root.
-DEB_PACKAGES := build-essential clang pkg-config libcriterion-dev python3
+DEB_PACKAGES := build-essential clang pkg-config libcriterion-dev libcrypt-dev python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 deps:
 	$(SUDO) apt-get update -q
@@ -118,6 +130,7 @@ help:
 	@echo "make demo       run the tutorial server and client on a free port"
 	@echo "make deps       install the Debian packages the tests need"
 	@echo "make check      run the tests (SANITIZE=address,undefined or thread)"
+	@echo "make bench      hold BENCH_CONNS=$(BENCH_CONNS) clients on the echo-server"
 	@echo "make install    install under PREFIX=$(PREFIX) (DESTDIR honoured)"
 	@echo "make uninstall  remove what install put there"
 
