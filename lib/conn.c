@@ -77,6 +77,7 @@ static int connect_tcp(const sm_addr *a, const char *text, int timeout_ms,
     int rc = sm_addr_resolve(a, 0, &list);
     if (rc)
         return rc;
+    rc = -EADDRNOTAVAIL;
     char tried[SM_ADDRSTRLEN] = "";
     for (struct addrinfo *ai = list; ai; ai = ai->ai_next) {
         sm_addr_format(ai->ai_addr, ai->ai_addrlen, tried, sizeof tried);

@@ -232,8 +232,10 @@ static void mark_dirty(sm_server *s, struct client *c)
     if (s->dirty_len == s->dirty_cap) {
         size_t cap = s->dirty_cap ? s->dirty_cap * 2 : 64;
         sm_conn_id *d = realloc(s->dirty, cap * sizeof *d);
-        if (!d)
-            return; /* flushed later, when the socket says it is writable */
+        if (!d) {
+            update_interest(s, c); /* then the poller's OUT event flushes it */
+            return;
+        }
         s->dirty = d;
         s->dirty_cap = cap;
     }
@@ -246,7 +248,7 @@ static int enqueue(sm_server *s, struct client *c, const void *msg, size_t len)
     size_t frame = SM_HEADER_LEN + len;
     if (queued(c) + frame > s->opt.max_queue)
         return SM_EFULL;
-    if (c->out_len + frame > c->out_cap) {
+    if (c->out_len + frame > c->out_cap && c->out_pos > 0) {
         memmove(c->out, c->out + c->out_pos, queued(c));
         c->out_len -= c->out_pos;
         c->out_pos = 0;
@@ -417,12 +419,14 @@ static void expire_idle(sm_server *s, int64_t now)
 
 static int next_timeout(const sm_server *s, int64_t now)
 {
-    int64_t t = -1;
+    int64_t t = INT64_MAX;
     if (s->opt.idle_timeout_ms && s->oldest)
         t = s->oldest->last_input + s->opt.idle_timeout_ms - now;
-    if (s->accept_paused && (t < 0 || s->accept_retry_at - now < t))
+    if (s->accept_paused && s->accept_retry_at - now < t)
         t = s->accept_retry_at - now;
-    return t < 0 ? (t == -1 ? -1 : 0) : (int)(t > 60000 ? 60000 : t);
+    if (t == INT64_MAX)
+        return -1;
+    return t < 0 ? 0 : t > 60000 ? 60000 : (int)t;
 }
 
 static void close_all(sm_server *s, int reason)
@@ -466,6 +470,8 @@ SM_API int sm_server_run(sm_server *s)
 
 SM_API void sm_server_stop(sm_server *s)
 {
+    if (!s)
+        return;
     /* Only a lock-free atomic store and write(): async-signal-safe. */
     atomic_store(&s->stop_requested, 1);
     sm_poller_wake(s->poller);
