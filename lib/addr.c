@@ -5,6 +5,7 @@
 #include <sockmsg/sockmsg.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -87,6 +88,17 @@ int sm_addr_resolve(const sm_addr *a, int passive, struct addrinfo **out)
         return 0;
     int code = rc == EAI_MEMORY ? SM_ENOMEM : SM_EADDR;
     return sm_error_set(code, "resolve '%s': %s", a->host, gai_strerror(rc));
+}
+
+int sm_addr_of_fd(int fd, int peer, char *buf, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int rc = peer ? getpeername(fd, (struct sockaddr *)&ss, &len)
+                  : getsockname(fd, (struct sockaddr *)&ss, &len);
+    if (rc < 0)
+        return sm_error_set(-errno, peer ? "getpeername" : "getsockname");
+    return sm_addr_format((struct sockaddr *)&ss, len, buf, cap);
 }
 
 int sm_addr_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t cap)

@@ -28,4 +28,8 @@ int sm_addr_resolve(const sm_addr *a, int passive, struct addrinfo **out);
 int sm_addr_format(const struct sockaddr *sa, socklen_t len, char *buf,
                    size_t cap);
 
+/* Formats the peer's (peer != 0) or the local address of socket fd, as
+ * sm_addr_format.  Returns the length, SM_EINVAL or -errno. */
+int sm_addr_of_fd(int fd, int peer, char *buf, size_t cap);
+
 #endif

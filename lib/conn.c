@@ -307,11 +307,7 @@ SM_API int sm_conn_peer(const sm_conn *c, char *buf, size_t len)
 {
     if (!c || !buf)
         return sm_error_set(SM_EINVAL, "sm_conn_peer: NULL argument");
-    struct sockaddr_storage ss;
-    socklen_t ss_len = sizeof ss;
-    if (getpeername(c->fd, (struct sockaddr *)&ss, &ss_len) < 0)
-        return sm_error_set(-errno, "getpeername");
-    return sm_addr_format((struct sockaddr *)&ss, ss_len, buf, len);
+    return sm_addr_of_fd(c->fd, 1, buf, len);
 }
 
 SM_API int sm_conn_fd(const sm_conn *c)

@@ -176,11 +176,7 @@ SM_API int sm_listener_addr(const sm_listener *l, char *buf, size_t len)
 {
     if (!l || !buf)
         return sm_error_set(SM_EINVAL, "sm_listener_addr: NULL argument");
-    struct sockaddr_storage ss;
-    socklen_t ss_len = sizeof ss;
-    if (getsockname(l->fd, (struct sockaddr *)&ss, &ss_len) < 0)
-        return sm_error_set(-errno, "getsockname");
-    return sm_addr_format((struct sockaddr *)&ss, ss_len, buf, len);
+    return sm_addr_of_fd(l->fd, 0, buf, len);
 }
 
 int sm_listener_family(const sm_listener *l)

@@ -643,11 +643,7 @@ SM_API int sm_server_peer(const sm_server *s, sm_conn_id id, char *buf, size_t l
         return SM_ENOCONN;
     if (!buf)
         return sm_error_set(SM_EINVAL, "sm_server_peer: NULL buffer");
-    struct sockaddr_storage ss;
-    socklen_t ss_len = sizeof ss;
-    if (getpeername(c->fd, (struct sockaddr *)&ss, &ss_len) < 0)
-        return sm_error_set(-errno, "getpeername");
-    return sm_addr_format((struct sockaddr *)&ss, ss_len, buf, len);
+    return sm_addr_of_fd(c->fd, 1, buf, len);
 }
 
 SM_API size_t sm_server_ids(const sm_server *s, sm_conn_id *ids, size_t cap)
