@@ -96,6 +96,8 @@ static int connect_tcp(const sm_addr *a, const char *text, int timeout_ms,
         close(fd);
     }
     freeaddrinfo(list);
+    if (strcmp(tried, text) == 0)
+        return sm_error_set(rc, "connect to %s", text);
     return sm_error_set(rc, "connect to %s (%s)", tried, text);
 }
 
