@@ -39,13 +39,14 @@ int main(int argc, char **argv)
         sm_server_free(server);
         return 1;
     }
-    sm_server_addr(server, 0, where, sizeof where);
-    printf("listening on %s\n", where);
-    fflush(stdout);
-
+    /* Handlers first, so a signal right after the line below is handled. */
     struct sigaction sa = { .sa_handler = on_signal };
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+
+    sm_server_addr(server, 0, where, sizeof where);
+    printf("listening on %s\n", where);
+    fflush(stdout);
 
     int rc = sm_server_run(server); /* returns after sm_server_stop */
     if (rc < 0)

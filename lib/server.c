@@ -88,6 +88,16 @@ static struct client *lookup(const sm_server *s, sm_conn_id id)
     return c && c->id == id ? c : NULL;
 }
 
+/* The open client with this id, or NULL with sm_last_error() set. */
+static struct client *find_open(const sm_server *s, sm_conn_id id)
+{
+    struct client *c = s ? lookup(s, id) : NULL;
+    if (c && c->state == OPEN)
+        return c;
+    sm_error_set(SM_ENOCONN, "connection %llu", (unsigned long long)id);
+    return NULL;
+}
+
 static size_t queued(const struct client *c)
 {
     return c->out_len - c->out_pos;
@@ -247,7 +257,8 @@ static int enqueue(sm_server *s, struct client *c, const void *msg, size_t len)
 {
     size_t frame = SM_HEADER_LEN + len;
     if (queued(c) + frame > s->opt.max_queue)
-        return SM_EFULL;
+        return sm_error_set(SM_EFULL, "queue %zu more bytes to %llu", frame,
+                            (unsigned long long)c->id);
     if (c->out_len + frame > c->out_cap && c->out_pos > 0) {
         memmove(c->out, c->out + c->out_pos, queued(c));
         c->out_len -= c->out_pos;
@@ -257,7 +268,7 @@ static int enqueue(sm_server *s, struct client *c, const void *msg, size_t len)
         size_t cap = c->out_cap * 2 > c->out_len + frame ? c->out_cap * 2 : c->out_len + frame;
         uint8_t *out = realloc(c->out, cap);
         if (!out)
-            return SM_ENOMEM;
+            return sm_error_set(SM_ENOMEM, "queue %zu bytes", frame);
         c->out = out;
         c->out_cap = cap;
     }
@@ -569,10 +580,8 @@ SM_API int sm_server_send(sm_server *s, sm_conn_id id, const void *msg, size_t l
     int rc = check_message(msg, len);
     if (rc)
         return rc;
-    struct client *c = lookup(s, id);
-    if (!c || c->state != OPEN)
-        return SM_ENOCONN;
-    return enqueue(s, c, msg, len);
+    struct client *c = find_open(s, id);
+    return c ? enqueue(s, c, msg, len) : SM_ENOCONN;
 }
 
 SM_API int sm_server_broadcast(sm_server *s, const void *msg, size_t len, sm_conn_id except)
@@ -614,8 +623,8 @@ SM_API int sm_server_post(sm_server *s, sm_conn_id id, const void *msg, size_t l
 
 SM_API int sm_server_disconnect(sm_server *s, sm_conn_id id)
 {
-    struct client *c = s ? lookup(s, id) : NULL;
-    if (!c || c->state != OPEN)
+    struct client *c = find_open(s, id);
+    if (!c)
         return SM_ENOCONN;
     drain_and_close(s, c, 0);
     return 0;
@@ -625,7 +634,7 @@ SM_API int sm_server_set_data(sm_server *s, sm_conn_id id, void *data)
 {
     struct client *c = s ? lookup(s, id) : NULL;
     if (!c)
-        return SM_ENOCONN;
+        return sm_error_set(SM_ENOCONN, "connection %llu", (unsigned long long)id);
     c->data = data;
     return 0;
 }
@@ -640,7 +649,7 @@ SM_API int sm_server_peer(const sm_server *s, sm_conn_id id, char *buf, size_t l
 {
     struct client *c = s ? lookup(s, id) : NULL;
     if (!c)
-        return SM_ENOCONN;
+        return sm_error_set(SM_ENOCONN, "connection %llu", (unsigned long long)id);
     if (!buf)
         return sm_error_set(SM_EINVAL, "sm_server_peer: NULL buffer");
     return sm_addr_of_fd(c->fd, 1, buf, len);
@@ -649,15 +658,21 @@ SM_API int sm_server_peer(const sm_server *s, sm_conn_id id, char *buf, size_t l
 SM_API size_t sm_server_ids(const sm_server *s, sm_conn_id *ids, size_t cap)
 {
     size_t n = 0;
-    for (const struct client *c = s ? s->oldest : NULL; c; c = c->newer, n++)
+    for (const struct client *c = s ? s->oldest : NULL; c; c = c->newer) {
+        if (c->state != OPEN)
+            continue;
         if (n < cap)
             ids[n] = c->id;
+        n++;
+    }
     return n;
 }
 
 SM_API void sm_server_get_stats(const sm_server *s, sm_server_stats *st)
 {
-    *st = s->stats;
+    static const sm_server_stats none;
+    if (st)
+        *st = s ? s->stats : none;
 }
 
 SM_API void sm_server_free(sm_server *s)

@@ -362,8 +362,9 @@ SM_API void *sm_server_data(const sm_server *s, sm_conn_id id);
 SM_API int sm_server_peer(const sm_server *s, sm_conn_id id, char *buf,
                           size_t len);
 
-/* sm_server_ids - store up to cap open connection ids, oldest activity
- * first; returns how many are open (may exceed cap). */
+/* sm_server_ids - store up to cap ids of open connections (those that
+ * sm_server_send accepts), least recently active first; returns how many
+ * there are (may exceed cap: call with cap 0 to count). */
 SM_API size_t sm_server_ids(const sm_server *s, sm_conn_id *ids, size_t cap);
 
 /* sm_server_get_stats - fill *st with the server's counters. */

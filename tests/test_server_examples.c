@@ -1,0 +1,737 @@
+/* The server examples, run as processes: chat-server, login-server with
+ * login-client, threaded-server and echo-server.  Each server is started
+ * on 127.0.0.1:0 and found through its "listening on ADDR" line; clients
+ * use the blocking API.  Every wait is bounded, and every process this
+ * file starts is killed by PID if a test fails before reaping it. */
+#include <criterion/criterion.h>
+#include <sockmsg/sockmsg.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define EXAMPLE(name) BUILD_DIR "/examples/" name
+#define WAIT_MS 10000 /* generous: sanitizer builds are slow */
+#define MAX_CHILDREN 16
+
+/* ---- processes ---- */
+
+struct proc {
+    pid_t pid;
+    int out; /* read end of the child's stdout */
+};
+
+/* Children not yet reaped; cleanup kills what a failed test left. */
+static pid_t children[MAX_CHILDREN];
+
+static void track(pid_t pid)
+{
+    for (int i = 0; i < MAX_CHILDREN; i++)
+        if (children[i] == 0) {
+            children[i] = pid;
+            return;
+        }
+}
+
+static void untrack(pid_t pid)
+{
+    for (int i = 0; i < MAX_CHILDREN; i++)
+        if (children[i] == pid)
+            children[i] = 0;
+}
+
+/* The test's temporary directory, if it made one; cleanup removes it. */
+static char temp_dir[32];
+
+static const char *make_temp_dir(void)
+{
+    snprintf(temp_dir, sizeof temp_dir, "/tmp/sm-login-XXXXXX");
+    cr_assert_not_null(mkdtemp(temp_dir), "mkdtemp: %s", strerror(errno));
+    return temp_dir;
+}
+
+/* Runs after every test, passed or failed: no process or file is left. */
+static void cleanup(void)
+{
+    for (int i = 0; i < MAX_CHILDREN; i++)
+        if (children[i] > 0) {
+            kill(children[i], SIGKILL);
+            waitpid(children[i], NULL, 0);
+            children[i] = 0;
+        }
+    if (temp_dir[0]) {
+        static const char *const files[] = { "users", "server.log" };
+        char path[64];
+        for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+            snprintf(path, sizeof path, "%s/%s", temp_dir, files[i]);
+            unlink(path);
+        }
+        rmdir(temp_dir);
+        temp_dir[0] = '\0';
+    }
+}
+
+TestSuite(server_examples, .timeout = 60, .fini = cleanup);
+
+static int64_t now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec t = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
+    nanosleep(&t, NULL);
+}
+
+/* Our environment, with SM_PASSWORD replaced by password (or removed when
+ * password is NULL).  Free with free(); the strings are shared. */
+static char **make_env(const char *password, char *slot, size_t slot_len)
+{
+    size_t n = 0;
+    while (environ[n])
+        n++;
+    char **env = calloc(n + 2, sizeof *env);
+    cr_assert_not_null(env);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "SM_PASSWORD=", 12) != 0)
+            env[k++] = environ[i];
+    if (password) {
+        int len = snprintf(slot, slot_len, "SM_PASSWORD=%s", password);
+        cr_assert(len > 0 && (size_t)len < slot_len);
+        env[k++] = slot;
+    }
+    env[k] = NULL;
+    return env;
+}
+
+/* Starts argv[0] with stdin from /dev/null, stdout to a pipe, stderr to
+ * err_path (NULL: ours).  password goes into SM_PASSWORD (NULL: unset). */
+static struct proc spawn(const char *const argv[], const char *password,
+                         const char *err_path)
+{
+    char slot[256];
+    char **env = make_env(password, slot, sizeof slot);
+    int fds[2];
+    cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        /* Only async-signal-safe calls between fork and exec. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
+        int in = open("/dev/null", O_RDONLY);
+        if (in < 0 || dup2(in, STDIN_FILENO) < 0 || dup2(fds[1], STDOUT_FILENO) < 0)
+            _exit(126);
+        if (err_path) {
+            int err = open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+            if (err < 0 || dup2(err, STDERR_FILENO) < 0)
+                _exit(126);
+        }
+        execve(argv[0], (char *const *)argv, env);
+        _exit(127);
+    }
+    free(env);
+    close(fds[1]);
+    track(pid);
+    return (struct proc){ .pid = pid, .out = fds[0] };
+}
+
+/* Reads one line (without its '\n') from fd into buf.  Returns its length,
+ * or -1 at end of file or after timeout_ms. */
+static int read_line(int fd, char *buf, size_t cap, int timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+    size_t len = 0;
+    while (len + 1 < cap) {
+        int64_t left = deadline - now_ms();
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+            return -1;
+        char ch;
+        ssize_t n = read(fd, &ch, 1);
+        if (n <= 0)
+            return -1;
+        if (ch == '\n')
+            break;
+        buf[len++] = ch;
+    }
+    buf[len] = '\0';
+    return (int)len;
+}
+
+/* Reads everything until end of file (at most cap - 1 bytes kept). */
+static size_t read_all(int fd, char *buf, size_t cap, int timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+    size_t len = 0;
+    for (;;) {
+        int64_t left = deadline - now_ms();
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+            break;
+        char chunk[512];
+        ssize_t n = read(fd, chunk, sizeof chunk);
+        if (n <= 0)
+            break;
+        size_t keep = (size_t)n < cap - 1 - len ? (size_t)n : cap - 1 - len;
+        memcpy(buf + len, chunk, keep);
+        len += keep;
+    }
+    buf[len] = '\0';
+    return len;
+}
+
+/* Waits at most timeout_ms for pid to end and returns its wait status;
+ * after that it is killed with SIGKILL and -1 is returned. */
+static int wait_exit(pid_t pid, int timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+    int status;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) {
+            untrack(pid);
+            return status;
+        }
+        if (r < 0 && errno != EINTR)
+            return -1;
+        if (now_ms() >= deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            untrack(pid);
+            return -1;
+        }
+        sleep_ms(10);
+    }
+}
+
+static void assert_exit_code(int status, int code, const char *what)
+{
+    cr_assert(status != -1, "%s did not exit in time", what);
+    cr_assert(WIFEXITED(status), "%s died of signal %d", what,
+              WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    cr_assert_eq(WEXITSTATUS(status), code, "%s exited %d, expected %d", what,
+                 WEXITSTATUS(status), code);
+}
+
+/* Starts a server and reads its `count` "listening on ADDR" lines. */
+static struct proc start_server(const char *const argv[], const char *err_path,
+                                char addrs[][SM_ADDRSTRLEN], int count)
+{
+    struct proc p = spawn(argv, NULL, err_path);
+    for (int i = 0; i < count; i++) {
+        char line[SM_ADDRSTRLEN + 32];
+        cr_assert(read_line(p.out, line, sizeof line, WAIT_MS) >= 0,
+                  "%s printed no listening line %d", argv[0], i + 1);
+        cr_assert(strncmp(line, "listening on ", 13) == 0, "got '%s'", line);
+        cr_assert(strncmp(line + 13, "127.0.0.1:", 10) == 0, "got '%s'", line);
+        size_t len = strlen(line + 13);
+        cr_assert(len < SM_ADDRSTRLEN, "got '%s'", line);
+        memcpy(addrs[i], line + 13, len + 1);
+    }
+    return p;
+}
+
+/* Sends sig and expects a clean exit with status 0. */
+static void stop_server(struct proc *p, int sig, const char *what)
+{
+    cr_assert_eq(kill(p->pid, sig), 0);
+    assert_exit_code(wait_exit(p->pid, WAIT_MS), 0, what);
+    close(p->out);
+    p->out = -1;
+}
+
+/* Runs a program to the end; its stdout goes to out.  Returns the status. */
+static int run(const char *const argv[], const char *password, char *out, size_t cap)
+{
+    struct proc p = spawn(argv, password, NULL);
+    read_all(p.out, out, cap, WAIT_MS);
+    close(p.out);
+    return wait_exit(p.pid, WAIT_MS);
+}
+
+/* ---- clients (the blocking API) ---- */
+
+static sm_conn *connect_to(const char *addr)
+{
+    sm_options opt = { .connect_timeout_ms = WAIT_MS, .recv_timeout_ms = WAIT_MS,
+                       .send_timeout_ms = WAIT_MS };
+    sm_conn *c;
+    int rc = sm_connect_opts(&c, addr, &opt);
+    cr_assert_eq(rc, 0, "connect %s: %s", addr, sm_last_error());
+    return c;
+}
+
+static void send_text(sm_conn *c, const char *text)
+{
+    cr_assert_eq(sm_send(c, text, strlen(text)), 0, "send: %s", sm_last_error());
+}
+
+static void recv_text(sm_conn *c, char *buf, size_t cap)
+{
+    ssize_t n = sm_recv(c, buf, cap - 1);
+    cr_assert(n >= 0, "receive: %s", sm_last_error());
+    buf[n] = '\0';
+}
+
+/* The next message on c must be exactly the formatted text. */
+__attribute__((format(printf, 2, 3)))
+static void expect(sm_conn *c, const char *fmt, ...)
+{
+    char want[512], got[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(want, sizeof want, fmt, ap);
+    va_end(ap);
+    recv_text(c, got, sizeof got);
+    cr_assert_str_eq(got, want);
+}
+
+/* ---- chat-server ---- */
+
+/* Connects to the chat and returns the number the server gave us. */
+static sm_conn *chat_join(const char *addr, unsigned *number)
+{
+    sm_conn *c = connect_to(addr);
+    char got[64];
+    recv_text(c, got, sizeof got);
+    cr_assert_eq(sscanf(got, "you are %u", number), 1, "welcome was '%s'", got);
+    return c;
+}
+
+Test(server_examples, chat_three_clients_on_two_ports)
+{
+    const char *argv[] = { EXAMPLE("chat-server"), "127.0.0.1:0", "127.0.0.1:0", NULL };
+    char addr[2][SM_ADDRSTRLEN];
+    struct proc srv = start_server(argv, NULL, addr, 2);
+    cr_assert_str_neq(addr[0], addr[1]);
+
+    /* Two clients on port A, one on port B; everyone hears who joins. */
+    unsigned a1n, a2n, bn;
+    sm_conn *a1 = chat_join(addr[0], &a1n);
+    sm_conn *a2 = chat_join(addr[0], &a2n);
+    expect(a1, "%u joined", a2n);
+    sm_conn *b = chat_join(addr[1], &bn);
+    expect(a1, "%u joined", bn);
+    expect(a2, "%u joined", bn);
+    cr_assert(a1n < a2n && a2n < bn, "numbers %u %u %u", a1n, a2n, bn);
+
+    /* A message reaches the other two, across ports, with the prefix. */
+    send_text(a1, "hello everyone");
+    expect(a2, "[%u] hello everyone", a1n);
+    expect(b, "[%u] hello everyone", a1n);
+    send_text(b, "hi from port B");
+    expect(a1, "[%u] hi from port B", bn);
+    expect(a2, "[%u] hi from port B", bn);
+    /* The senders got nothing back: their next message answers /who,
+     * which lists all three. */
+    send_text(a1, "/who");
+    expect(a1, "users: %u %u %u", a1n, a2n, bn);
+    send_text(b, "/who");
+    expect(b, "users: %u %u %u", a1n, a2n, bn);
+
+    /* /to reaches only its target. */
+    char line[128];
+    snprintf(line, sizeof line, "/to %u psst, only you", a1n);
+    send_text(b, line);
+    expect(a1, "[from %u] psst, only you", bn);
+    send_text(a2, "/who"); /* a2 heard nothing of it */
+    expect(a2, "users: %u %u %u", a1n, a2n, bn);
+    send_text(b, "/to 999999 anyone?");
+    expect(b, "no such user 999999");
+
+    /* Leaving is announced; the one who left is no longer a target. */
+    sm_close(a2);
+    expect(a1, "%u left", a2n);
+    expect(b, "%u left", a2n);
+    snprintf(line, sizeof line, "/to %u still there?", a2n);
+    send_text(b, line);
+    expect(b, "no such user %u", a2n);
+    send_text(a1, "/who");
+    expect(a1, "users: %u %u", a1n, bn);
+
+    /* SIGINT with clients connected: exit 0, clients see the close. */
+    stop_server(&srv, SIGINT, "chat-server");
+    char buf[64];
+    cr_assert_eq(sm_recv(a1, buf, sizeof buf), SM_ECLOSED);
+    cr_assert_eq(sm_recv(b, buf, sizeof buf), SM_ECLOSED);
+    sm_close(a1);
+    sm_close(b);
+}
+
+Test(server_examples, chat_disconnects_oversized_message)
+{
+    const char *argv[] = { EXAMPLE("chat-server"), "127.0.0.1:0", NULL };
+    char addr[1][SM_ADDRSTRLEN];
+    struct proc srv = start_server(argv, NULL, addr, 1);
+    unsigned an, bn;
+    sm_conn *a = chat_join(addr[0], &an);
+    sm_conn *b = chat_join(addr[0], &bn);
+    expect(a, "%u joined", bn);
+
+    /* Far beyond the server's 4 KiB limit: b is dropped, a is told. */
+    size_t big = 100000;
+    char *msg = calloc(1, big);
+    cr_assert_not_null(msg);
+    memset(msg, 'x', big);
+    cr_assert_eq(sm_send(b, msg, big), 0);
+    free(msg);
+    expect(a, "%u left", bn);
+    send_text(a, "/who");
+    expect(a, "users: %u", an);
+    sm_close(b);
+
+    stop_server(&srv, SIGTERM, "chat-server");
+    sm_close(a);
+}
+
+/* ---- login-server and login-client ---- */
+
+static int contains(const char *haystack, const char *needle)
+{
+    return strstr(haystack, needle) != NULL;
+}
+
+/* Reads a whole (small) file into buf. */
+static void slurp(const char *path, char *buf, size_t cap)
+{
+    int fd = open(path, O_RDONLY);
+    cr_assert(fd >= 0, "open %s: %s", path, strerror(errno));
+    size_t len = 0;
+    ssize_t n;
+    while (len + 1 < cap && (n = read(fd, buf + len, cap - 1 - len)) > 0)
+        len += (size_t)n;
+    buf[len] = '\0';
+    close(fd);
+}
+
+/* Runs login-client; checks what it printed and its exit status. */
+static void login(const char *addr, const char *user, const char *password,
+                  const char *want_out, int want_code)
+{
+    const char *argv[] = { EXAMPLE("login-client"), addr, user, NULL };
+    char out[256];
+    int status = run(argv, password, out, sizeof out);
+    assert_exit_code(status, want_code, "login-client");
+    cr_assert_str_eq(out, want_out, "login %s: printed '%s'", user, out);
+}
+
+static void add_user(const char *user, const char *password, const char *file)
+{
+    const char *argv[] = { EXAMPLE("login-server"), "--add", user, file, NULL };
+    char out[256];
+    assert_exit_code(run(argv, password, out, sizeof out), 0, "login-server --add");
+}
+
+/* A raw request "user\0password" over the blocking API. */
+static void raw_request(sm_conn *c, const void *req, size_t len, const char *want)
+{
+    cr_assert_eq(sm_send(c, req, len), 0, "send: %s", sm_last_error());
+    expect(c, "%s", want);
+}
+
+#define ALICE_PW "correct horse: battery staple"
+#define BOB_PW "hunter2"
+
+Test(server_examples, login_accepts_and_denies)
+{
+    const char *dir = make_temp_dir();
+    char users[64], errlog[64], text[4096];
+    snprintf(users, sizeof users, "%s/users", dir);
+    snprintf(errlog, sizeof errlog, "%s/server.log", dir);
+
+    add_user("alice", ALICE_PW, users);
+    add_user("bob", BOB_PW, users);
+
+    /* Hashes only, never the passwords; owner-only permissions. */
+    slurp(users, text, sizeof text);
+    cr_assert(contains(text, "alice:$y$") || contains(text, "alice:$6$"), "%s", text);
+    cr_assert(contains(text, "\nbob:$"), "%s", text);
+    cr_assert_not(contains(text, ALICE_PW));
+    cr_assert_not(contains(text, "correct horse"));
+    cr_assert_not(contains(text, BOB_PW));
+    struct stat st;
+    cr_assert_eq(stat(users, &st), 0);
+    cr_assert_eq(st.st_mode & 077, 0, "users file mode %o", (unsigned)st.st_mode);
+
+    /* --add without a file prints the line, with a fresh salt each time. */
+    const char *print_argv[] = { EXAMPLE("login-server"), "--add", "carol", NULL };
+    char line1[256], line2[256];
+    assert_exit_code(run(print_argv, "pw", line1, sizeof line1), 0, "--add");
+    assert_exit_code(run(print_argv, "pw", line2, sizeof line2), 0, "--add");
+    cr_assert(strncmp(line1, "carol:$", 7) == 0, "printed '%s'", line1);
+    cr_assert_str_neq(line1, line2);
+
+    const char *argv[] = { EXAMPLE("login-server"), "127.0.0.1:0", users, NULL };
+    char addr[1][SM_ADDRSTRLEN];
+    struct proc srv = start_server(argv, errlog, addr, 1);
+
+    login(addr[0], "alice", ALICE_PW, "OK\n", 0);
+    login(addr[0], "alice", "correct horse", "DENIED\n", 1);
+    login(addr[0], "alice", BOB_PW, "DENIED\n", 1);
+    login(addr[0], "bob", BOB_PW, "OK\n", 0);
+    login(addr[0], "mallory", ALICE_PW, "DENIED\n", 1); /* unknown user */
+    login(addr[0], "carol", "pw", "DENIED\n", 1);       /* only printed */
+
+    /* The raw protocol: several requests on one connection; anything
+     * malformed is DENIED. */
+    sm_conn *c = connect_to(addr[0]);
+    static const char good[] = "alice\0" ALICE_PW;
+    raw_request(c, good, sizeof good - 1, "OK");
+    raw_request(c, good, sizeof good, "DENIED");  /* a trailing '\0' */
+    raw_request(c, "alice", 5, "DENIED");         /* no '\0' at all */
+    raw_request(c, "\0" ALICE_PW, sizeof ALICE_PW, "DENIED"); /* no name */
+    raw_request(c, "", 0, "DENIED");
+    raw_request(c, "bob\0", 4, "DENIED");         /* empty password */
+    raw_request(c, good, sizeof good - 1, "OK");
+    sm_close(c);
+
+    /* --add again changes the password: the later line wins. */
+    add_user("alice", "a new one", users);
+    login(addr[0], "alice", "a new one", "OK\n", 0);
+    login(addr[0], "alice", ALICE_PW, "DENIED\n", 1);
+
+    stop_server(&srv, SIGTERM, "login-server");
+
+    /* The log names users, never passwords. */
+    slurp(errlog, text, sizeof text);
+    cr_assert(contains(text, "alice"), "log: %s", text);
+    cr_assert_not(contains(text, "correct horse"), "log: %s", text);
+    cr_assert_not(contains(text, BOB_PW), "log: %s", text);
+    cr_assert_not(contains(text, "a new one"), "log: %s", text);
+    slurp(users, text, sizeof text);
+    cr_assert_not(contains(text, "a new one"));
+
+}
+
+Test(server_examples, login_client_errors_exit_2)
+{
+    /* Nobody listens on a port we just closed: exit 2, nothing on stdout. */
+    sm_listener *l;
+    char addr[SM_ADDRSTRLEN];
+    cr_assert_eq(sm_listen(&l, "127.0.0.1:0"), 0);
+    sm_listener_addr(l, addr, sizeof addr);
+    sm_listener_close(l);
+    login(addr, "alice", "pw", "", 2);
+
+    /* No SM_PASSWORD and stdin is /dev/null: no password, exit 2. */
+    const char *argv[] = { EXAMPLE("login-client"), addr, "alice", NULL };
+    char out[64];
+    assert_exit_code(run(argv, NULL, out, sizeof out), 2, "login-client");
+}
+
+/* ---- threaded-server ---- */
+
+#define THREADED_CLIENTS 20
+#define ROUNDS 50
+
+struct echo_job {
+    const char *addr;
+    pthread_barrier_t *all_connected;
+    sm_conn *conn;  /* left open for the caller */
+    int echoed;     /* round trips that came back intact */
+    char error[128];
+};
+
+/* One client: connect, wait for all the others, then ROUNDS echoes.
+ * Criterion asserts belong to the test's thread, so this only records. */
+static void *echo_client(void *arg)
+{
+    struct echo_job *job = arg;
+    sm_options opt = { .connect_timeout_ms = WAIT_MS, .recv_timeout_ms = WAIT_MS,
+                       .send_timeout_ms = WAIT_MS };
+    if (sm_connect_opts(&job->conn, job->addr, &opt) < 0)
+        snprintf(job->error, sizeof job->error, "connect: %s", sm_last_error());
+    pthread_barrier_wait(job->all_connected);
+    for (int r = 0; job->conn && r < ROUNDS && !job->error[0]; r++) {
+        char msg[64], got[64];
+        int len = snprintf(msg, sizeof msg, "client %p round %d", (void *)job, r);
+        ssize_t n;
+        if (sm_send(job->conn, msg, (size_t)len) < 0 ||
+            (n = sm_recv(job->conn, got, sizeof got)) < 0)
+            snprintf(job->error, sizeof job->error, "round %d: %s", r, sm_last_error());
+        else if (n == len && memcmp(got, msg, (size_t)len) == 0)
+            job->echoed++;
+        else
+            snprintf(job->error, sizeof job->error, "round %d: wrong echo", r);
+    }
+    return NULL;
+}
+
+Test(server_examples, threaded_server_echoes_20_concurrent_clients)
+{
+    const char *argv[] = { EXAMPLE("threaded-server"), "127.0.0.1:0", NULL };
+    char addr[1][SM_ADDRSTRLEN];
+    struct proc srv = start_server(argv, NULL, addr, 1);
+
+    pthread_barrier_t barrier;
+    pthread_barrier_init(&barrier, NULL, THREADED_CLIENTS);
+    struct echo_job jobs[THREADED_CLIENTS];
+    pthread_t threads[THREADED_CLIENTS];
+    for (int i = 0; i < THREADED_CLIENTS; i++) {
+        jobs[i] = (struct echo_job){ .addr = addr[0], .all_connected = &barrier };
+        cr_assert_eq(pthread_create(&threads[i], NULL, echo_client, &jobs[i]), 0);
+    }
+    for (int i = 0; i < THREADED_CLIENTS; i++)
+        pthread_join(threads[i], NULL);
+    pthread_barrier_destroy(&barrier);
+    for (int i = 0; i < THREADED_CLIENTS; i++) {
+        cr_expect_str_empty(jobs[i].error, "client %d: %s", i, jobs[i].error);
+        cr_expect_eq(jobs[i].echoed, ROUNDS, "client %d", i);
+    }
+
+    /* The largest message it takes (64 KiB) comes back whole. */
+    size_t big = SM_RECV_BUFFER;
+    char *msg = malloc(big);
+    cr_assert_not_null(msg);
+    for (size_t i = 0; i < big; i++)
+        msg[i] = (char)(i * 7);
+    cr_assert_eq(sm_send(jobs[0].conn, msg, big), 0);
+    void *echo;
+    ssize_t n = sm_recv_alloc(jobs[0].conn, &echo);
+    cr_assert_eq(n, (ssize_t)big, "%s", sm_last_error());
+    cr_assert_eq(memcmp(echo, msg, big), 0);
+    free(echo);
+    free(msg);
+
+    /* SIGTERM with all 20 still connected: exit 0, clients see the close. */
+    stop_server(&srv, SIGTERM, "threaded-server");
+    for (int i = 0; i < THREADED_CLIENTS; i++) {
+        char buf[16];
+        cr_expect_eq(sm_recv(jobs[i].conn, buf, sizeof buf), SM_ECLOSED, "client %d", i);
+        sm_close(jobs[i].conn);
+    }
+}
+
+#define MAX_THREADS 64 /* as in examples/threaded-server.c */
+
+Test(server_examples, threaded_server_makes_client_65_wait)
+{
+    const char *argv[] = { EXAMPLE("threaded-server"), "127.0.0.1:0", NULL };
+    char addr[1][SM_ADDRSTRLEN];
+    struct proc srv = start_server(argv, NULL, addr, 1);
+
+    /* MAX_THREADS clients, each served (so each holds a thread). */
+    sm_conn *conns[MAX_THREADS];
+    for (int i = 0; i < MAX_THREADS; i++) {
+        conns[i] = connect_to(addr[0]);
+        send_text(conns[i], "ping");
+        expect(conns[i], "ping");
+    }
+    /* One more connects (the system queues it) but is not served... */
+    sm_conn *late = connect_to(addr[0]);
+    send_text(late, "me too");
+    sm_options brief = { .recv_timeout_ms = 300 };
+    cr_assert_eq(sm_conn_set_options(late, &brief), 0);
+    char buf[64];
+    cr_assert_eq(sm_recv(late, buf, sizeof buf), SM_ETIMEDOUT);
+    /* ...until a place frees up. */
+    sm_close(conns[0]);
+    sm_options patient = { .recv_timeout_ms = WAIT_MS };
+    cr_assert_eq(sm_conn_set_options(late, &patient), 0);
+    expect(late, "me too");
+
+    stop_server(&srv, SIGINT, "threaded-server");
+    sm_close(late);
+    for (int i = 1; i < MAX_THREADS; i++)
+        sm_close(conns[i]);
+}
+
+/* ---- echo-server ---- */
+
+Test(server_examples, echo_server_echoes_and_exits_on_sigterm)
+{
+    const char *argv[] = { EXAMPLE("echo-server"), "127.0.0.1:0", NULL };
+    char addr[1][SM_ADDRSTRLEN];
+    struct proc srv = start_server(argv, NULL, addr, 1);
+
+    sm_conn *a = connect_to(addr[0]), *b = connect_to(addr[0]);
+    send_text(a, "from a");
+    send_text(b, "from b");
+    expect(b, "from b");
+    expect(a, "from a");
+    send_text(a, ""); /* an empty message is a message too */
+    expect(a, "%s", "");
+
+    size_t big = 200000; /* several reads' worth */
+    char *msg = malloc(big);
+    cr_assert_not_null(msg);
+    for (size_t i = 0; i < big; i++)
+        msg[i] = (char)(i % 251);
+    cr_assert_eq(sm_send(b, msg, big), 0);
+    void *echo;
+    cr_assert_eq(sm_recv_alloc(b, &echo), (ssize_t)big, "%s", sm_last_error());
+    cr_assert_eq(memcmp(echo, msg, big), 0);
+    free(echo);
+    free(msg);
+
+    stop_server(&srv, SIGTERM, "echo-server");
+    char buf[16];
+    cr_assert_eq(sm_recv(a, buf, sizeof buf), SM_ECLOSED);
+    sm_close(a);
+    sm_close(b);
+}
+
+/* ---- every new server stops cleanly as soon as it is ready ---- */
+
+static void start_and_signal(const char *const argv[], int sig)
+{
+    char addr[1][SM_ADDRSTRLEN];
+    struct proc srv = start_server(argv, NULL, addr, 1);
+    stop_server(&srv, sig, argv[0]);
+}
+
+Test(server_examples, servers_exit_0_on_signal_when_idle)
+{
+    const char *dir = make_temp_dir();
+    char users[64];
+    snprintf(users, sizeof users, "%s/users", dir);
+    add_user("alice", "pw", users);
+
+    const char *chat[] = { EXAMPLE("chat-server"), "127.0.0.1:0", NULL };
+    const char *login_srv[] = { EXAMPLE("login-server"), "127.0.0.1:0", users, NULL };
+    const char *threaded[] = { EXAMPLE("threaded-server"), "127.0.0.1:0", NULL };
+    const int sigs[] = { SIGINT, SIGTERM };
+    for (int i = 0; i < 2; i++) {
+        start_and_signal(chat, sigs[i]);
+        start_and_signal(login_srv, sigs[i]);
+        start_and_signal(threaded, sigs[i]);
+    }
+}
+
+Test(server_examples, servers_refuse_bad_arguments)
+{
+    char out[256];
+    /* A malformed address: an error, not a crash or a hang. */
+    const char *chat[] = { EXAMPLE("chat-server"), "127.0.0.1:0", "no-port", NULL };
+    int status = run(chat, NULL, out, sizeof out);
+    cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) != 0);
+    const char *threaded[] = { EXAMPLE("threaded-server"), "no-port", NULL };
+    status = run(threaded, NULL, out, sizeof out);
+    cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) != 0);
+    /* A users file that does not exist. */
+    const char *login_srv[] = { EXAMPLE("login-server"), "127.0.0.1:0",
+                                "/nonexistent/sm-users", NULL };
+    status = run(login_srv, NULL, out, sizeof out);
+    cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) != 0);
+    /* A user name with ':' cannot be stored. */
+    const char *bad_user[] = { EXAMPLE("login-server"), "--add", "a:b", NULL };
+    assert_exit_code(run(bad_user, "pw", out, sizeof out), 2, "--add a:b");
+    cr_assert_str_empty(out);
+}
