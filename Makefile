@@ -41,7 +41,7 @@ TEST_LIBS := -lcriterion
 # Criterion's runner cannot start under ThreadSanitizer (its issue #274):
 # the threaded tests build against the stand-in in tests/tsan instead.
 ifeq ($(SANITIZE),thread)
-TEST_SRC := $(shell grep -l 'Test(threads' tests/test_*.c) tests/tsan/runner.c
+TEST_SRC := $(shell grep -lE 'Test.threads,' tests/test_*.c) tests/tsan/runner.c
 TEST_CFLAGS := -Itests/tsan
 TEST_LIBS :=
 endif
@@ -97,7 +97,7 @@ $(UNIT): $(TEST_OBJ) $(STATIC)
 # The Criterion run comes last so its summary is the closing line.
 # CHECK_FILTER='threads/*' runs a subset (used for ThreadSanitizer).
 check: all $(UNIT) $(if $(SANITIZE)$(CHECK_FILTER),,install-test)
-	$(UNIT) -j2 $(if $(CHECK_FILTER),--filter='$(CHECK_FILTER)')
+	TSAN_OPTIONS=halt_on_error=1 $(UNIT) -j2 $(if $(CHECK_FILTER),--filter='$(CHECK_FILTER)')
 
 install-test: all
 	sh tests/install.sh
