@@ -97,7 +97,7 @@ $(UNIT): $(TEST_OBJ) $(STATIC)
 # The Criterion run comes last so its summary is the closing line.
 # CHECK_FILTER='threads/*' runs a subset (used for ThreadSanitizer).
 check: all $(UNIT) $(if $(SANITIZE)$(CHECK_FILTER),,install-test)
-	TSAN_OPTIONS=halt_on_error=1 $(UNIT) -j2 $(if $(CHECK_FILTER),--filter='$(CHECK_FILTER)')
+	TSAN_OPTIONS=halt_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp $(UNIT) -j2 $(if $(CHECK_FILTER),--filter='$(CHECK_FILTER)')
 
 install-test: all
 	sh tests/install.sh

@@ -104,6 +104,8 @@ int sm_decoder_feed(sm_decoder *d, const uint8_t *data, size_t n,
                 return rc;
             continue;
         }
+        if (n == 0)
+            return 0;
         size_t take = n < missing ? n : missing;
         if (reserve(d, d->have + (uint32_t)take))
             return SM_ENOMEM;
