@@ -23,6 +23,7 @@
  *   "to ID text"      -> "text" to client ID; the sender gets the rc
  *   "all text"        -> broadcast "text" to everyone but the sender
  *   "bye text"        -> "text" to the sender, then disconnect it
+ *   "stats"           -> "conns accepted rejected accept_pauses"
  *   anything else     -> echoed back */
 struct harness {
     sm_server *s;
@@ -71,6 +72,13 @@ static void on_message(sm_server *s, sm_conn_id id, const void *msg, size_t len,
         reply(s, id, text);
     } else if (strncmp(text, "all ", 4) == 0) {
         sm_server_broadcast(s, text + 4, len - 4, id);
+    } else if (strcmp(text, "stats") == 0) {
+        sm_server_stats st;
+        sm_server_get_stats(s, &st);
+        snprintf(text, sizeof text, "%zu %llu %llu %llu", st.conns,
+                 (unsigned long long)st.accepted, (unsigned long long)st.rejected,
+                 (unsigned long long)st.accept_pauses);
+        reply(s, id, text);
     } else if (strcmp(text, "fill") == 0) {
         fill(s, id, arg);
     } else if (strncmp(text, "bye ", 4) == 0) {
@@ -170,6 +178,23 @@ static void say(sm_conn *c, const char *text)
     cr_assert_eq(sm_send(c, text, strlen(text)), 0, "%s", sm_last_error());
 }
 
+/* The server's counters, read on its own thread. */
+static sm_server_stats stats(sm_conn *c)
+{
+    char got[128];
+    sm_server_stats st = { 0 };
+    unsigned long long accepted = 0, rejected = 0, pauses = 0;
+    if (sm_send(c, "stats", 5) == 0) {
+        ssize_t n = sm_recv(c, got, sizeof got - 1);
+        got[n > 0 ? n : 0] = '\0';
+        sscanf(got, "%zu %llu %llu %llu", &st.conns, &accepted, &rejected, &pauses);
+    }
+    st.accepted = accepted;
+    st.rejected = rejected;
+    st.accept_pauses = pauses;
+    return st;
+}
+
 static sm_conn_id whoami(sm_conn *c)
 {
     char got[32];
@@ -207,8 +232,7 @@ Test(server, thousand_clients_echo_at_once, .timeout = 60)
             cr_assert(memcmp(got, msg, (size_t)n) == 0);
         }
     }
-    sm_server_stats st;
-    sm_server_get_stats(h.s, &st);
+    sm_server_stats st = stats(c[0]);
     cr_assert_eq(st.conns, N);
     cr_assert_eq(st.accepted, N);
     for (int i = 0; i < N; i++)
@@ -401,9 +425,7 @@ Test(server, clients_beyond_max_conns_are_turned_away, .timeout = 20)
     sm_send(c, "ping", 4);
     ssize_t rc = sm_recv(c, buf, sizeof buf);
     cr_assert(rc == SM_ECLOSED || rc == -ECONNRESET, "%s", sm_strerror((int)rc));
-    sm_server_stats st;
-    sm_server_get_stats(h.s, &st); /* read while running: a snapshot is fine */
-    cr_assert_eq(st.rejected, 1);
+    cr_assert_eq(stats(a).rejected, 1);
     sm_close(c);
     sm_close(a);
     sm_close(b);
@@ -537,8 +559,7 @@ static int fd_exhaustion_child(void)
                  (double)(after.ru_stime.tv_sec - before.ru_stime.tv_sec) +
                  (double)(after.ru_utime.tv_usec - before.ru_utime.tv_usec) / 1e6 +
                  (double)(after.ru_stime.tv_usec - before.ru_stime.tv_usec) / 1e6;
-    sm_server_stats st;
-    sm_server_get_stats(h.s, &st);
+    sm_server_stats st = stats(c[0]); /* the first clients were accepted */
     if (st.accept_pauses == 0)
         return 11;
     if (st.conns > 4)
