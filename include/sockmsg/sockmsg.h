@@ -10,8 +10,8 @@
  * sm_strerror(rc) names the cause; sm_last_error() adds the detail of the
  * last failure on the calling thread (which address, which size).
  *
- * Threads: handles are not shared state between each other.  On one
- * connection, any number of threads may call sm_send at once (frames never
+ * Threads: different handles may be used from different threads freely.
+ * On one connection, any number of threads may call sm_send at once (frames never
  * interleave on the wire) while one thread at a time calls the receive
  * functions.  sm_close must not race with any other call on the same handle.
  *
