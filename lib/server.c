@@ -564,20 +564,19 @@ SM_API int sm_server_addr(const sm_server *s, int index, char *buf, size_t len)
     return sm_listener_addr(s->listeners[index], buf, len);
 }
 
-static int check_message(const void *msg, size_t len)
+/* The checks every send-like call makes on its arguments. */
+static int check_send(const sm_server *s, const void *msg, size_t len, const char *what)
 {
-    if (!msg && len)
-        return sm_error_set(SM_EINVAL, "send: NULL message");
+    if (!s || (!msg && len))
+        return sm_error_set(SM_EINVAL, "%s: NULL argument", what);
     if (len > UINT32_MAX)
-        return sm_error_set(SM_ETOOBIG, "send: %zu bytes", len);
+        return sm_error_set(SM_ETOOBIG, "%s: %zu bytes", what, len);
     return 0;
 }
 
 SM_API int sm_server_send(sm_server *s, sm_conn_id id, const void *msg, size_t len)
 {
-    if (!s)
-        return sm_error_set(SM_EINVAL, "sm_server_send: NULL server");
-    int rc = check_message(msg, len);
+    int rc = check_send(s, msg, len, "sm_server_send");
     if (rc)
         return rc;
     struct client *c = find_open(s, id);
@@ -586,9 +585,7 @@ SM_API int sm_server_send(sm_server *s, sm_conn_id id, const void *msg, size_t l
 
 SM_API int sm_server_broadcast(sm_server *s, const void *msg, size_t len, sm_conn_id except)
 {
-    if (!s)
-        return sm_error_set(SM_EINVAL, "sm_server_broadcast: NULL server");
-    int rc = check_message(msg, len);
+    int rc = check_send(s, msg, len, "sm_server_broadcast");
     if (rc)
         return rc;
     int count = 0;
@@ -600,9 +597,7 @@ SM_API int sm_server_broadcast(sm_server *s, const void *msg, size_t len, sm_con
 
 SM_API int sm_server_post(sm_server *s, sm_conn_id id, const void *msg, size_t len)
 {
-    if (!s)
-        return sm_error_set(SM_EINVAL, "sm_server_post: NULL server");
-    int rc = check_message(msg, len);
+    int rc = check_send(s, msg, len, "sm_server_post");
     if (rc)
         return rc;
     struct post *p = malloc(sizeof *p + len);
