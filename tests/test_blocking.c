@@ -204,6 +204,15 @@ Test(errors, bad_addresses_and_arguments)
     cr_assert_eq(sm_accept(NULL, &c), SM_EINVAL);
     cr_assert_eq(sm_send(NULL, "x", 1), SM_EINVAL);
     cr_assert_eq(sm_recv(NULL, NULL, 0), SM_EINVAL);
+    /* Too long for the 4-byte header: refused before anything is read. */
+    sm_listener *l2;
+    sm_conn *a, *b;
+    char byte = 0;
+    pair("127.0.0.1:0", NULL, &l2, &a, &b);
+    cr_assert_eq(sm_send(b, &byte, (size_t)UINT32_MAX + 1), SM_ETOOBIG);
+    cr_assert_eq(sm_send(b, "ok", 2), 0, "the connection is still usable");
+    cr_assert_eq(sm_recv(a, &byte, 1), SM_EMSGSIZE);
+    unpair(l2, a, b);
     sm_options neg = { .recv_timeout_ms = -1 };
     cr_assert_eq(sm_listen_opts(&l, "127.0.0.1:0", &neg), SM_EINVAL);
 }
