@@ -467,10 +467,11 @@ SM_API int sm_server_run(sm_server *s)
         }
         for (int i = 0; i < n; i++)
             handle_event(s, &events[i]);
-        flush_dirty(s);
+        /* Expire first, so what on_close handlers queue is written now. */
         int64_t now = sm_now_ms();
         if (s->opt.idle_timeout_ms)
             expire_idle(s, now);
+        flush_dirty(s);
         if (s->accept_paused && now >= s->accept_retry_at)
             set_accepting(s, 1);
     }

@@ -1,38 +1,79 @@
 #!/bin/sh
-# Install test: make install into a DESTDIR, build a consumer with
-# pkg-config against the installed copy (shared and static), run both,
-# check the exported symbols, then make uninstall.  Run from the top dir.
+# Install test, run from the top directory by `make install-test`:
+# make install into a DESTDIR, check what landed, build a consumer with
+# pkg-config against the installed copy (shared and static) and run both,
+# check the exported symbols, then make uninstall and check nothing is left.
 set -eu
+
 fail() { echo "install test: FAIL: $*" >&2; exit 1; }
-tmp=$(mktemp -d)
+words() { printf '%s' "$1" | tr '\n' ' '; }
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/sm-install.XXXXXX") || fail "mktemp -d"
 trap 'rm -rf "$tmp"' EXIT
+trap 'exit 1' HUP INT TERM
 prefix=/opt/smtest
 root=$tmp$prefix
-make -s install PREFIX=$prefix DESTDIR="$tmp" >/dev/null || fail "make install"
-for f in include/sockmsg/sockmsg.h lib/libsockmsg.a lib/libsockmsg.so lib/libsockmsg.so.0 lib/pkgconfig/sockmsg.pc; do
-    [ -e "$root/$f" ] || fail "$f not installed"
+header=include/sockmsg/sockmsg.h
+[ -f "$header" ] || fail "run from the top directory (no $header)"
+
+# The version, from the one place it lives.
+part() { sed -n "s/^#define SM_VERSION_$1 \([0-9][0-9]*\).*/\1/p" "$header"; }
+version=$(part MAJOR).$(part MINOR).$(part PATCH)
+major=$(part MAJOR)
+
+make -s install PREFIX=$prefix DESTDIR="$tmp" >"$tmp/make.log" 2>&1 ||
+    { cat "$tmp/make.log" >&2; fail "make install"; }
+
+# ---- what was installed ----
+for f in include/sockmsg/sockmsg.h lib/libsockmsg.a lib/libsockmsg.so \
+         lib/libsockmsg.so.$major lib/libsockmsg.so.$version lib/pkgconfig/sockmsg.pc; do
+    [ -e "$root/$f" ] || fail "$prefix/$f not installed"
 done
-ls "$root"/lib/libsockmsg.so.0.* >/dev/null 2>&1 || fail "versioned .so not installed"
+cmp -s "$header" "$root/include/sockmsg/sockmsg.h" || fail "installed header differs from $header"
+if [ -L "$root/lib/libsockmsg.so.$version" ] || [ ! -f "$root/lib/libsockmsg.so.$version" ]; then
+    fail "libsockmsg.so.$version is not a regular file"
+fi
+[ "$(readlink "$root/lib/libsockmsg.so.$major")" = "libsockmsg.so.$version" ] ||
+    fail "libsockmsg.so.$major does not link to libsockmsg.so.$version"
+[ "$(readlink "$root/lib/libsockmsg.so")" = "libsockmsg.so.$major" ] ||
+    fail "libsockmsg.so does not link to libsockmsg.so.$major"
+soname=$(readelf -d "$root/lib/libsockmsg.so.$version" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+[ "$soname" = "libsockmsg.so.$major" ] || fail "SONAME is '$soname', expected libsockmsg.so.$major"
 
-others=$(nm -D --defined-only "$root/lib/libsockmsg.so" | awk '{print $3}' | grep -v '^sm_' || true)
-[ -z "$others" ] || fail "exports more than sm_*: $others"
+# ---- exported symbols: every sm_* function of the header, nothing else ----
+nm -D --defined-only "$root/lib/libsockmsg.so" | awk '{print $NF}' | sort -u >"$tmp/exported"
+[ -s "$tmp/exported" ] || fail "the shared library exports nothing"
+others=$(grep -v '^sm_' "$tmp/exported" || true)
+[ -z "$others" ] || fail "exports more than sm_*: $(words "$others")"
+sed -n 's/^SM_API[^(]*[ *]\(sm_[a-z0-9_]*\)(.*/\1/p' "$header" | sort -u >"$tmp/declared"
+missing=$(comm -23 "$tmp/declared" "$tmp/exported")
+[ -z "$missing" ] || fail "declared in the header but not exported: $(words "$missing")"
 
-cat > "$tmp/consumer.c" <<'C'
+# ---- a consumer, built with pkg-config against the installed copy ----
+cat >"$tmp/consumer.c" <<'C'
 #include <sockmsg/sockmsg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
 int main(void)
 {
+    sm_options opt = { .connect_timeout_ms = 5000, .accept_timeout_ms = 5000,
+                       .send_timeout_ms = 5000, .recv_timeout_ms = 5000 };
     sm_listener *l;
     sm_conn *client, *server;
-    char addr[SM_ADDRSTRLEN], buf[16];
-    if (sm_listen(&l, "127.0.0.1:0") < 0 || sm_listener_addr(l, addr, sizeof addr) < 0 ||
-        sm_connect(&client, addr) < 0 || sm_accept(l, &server) < 0 ||
-        sm_send(client, "hello", 5) < 0 || sm_recv(server, buf, sizeof buf) != 5 ||
-        memcmp(buf, "hello", 5) != 0) {
+    char addr[SM_ADDRSTRLEN];
+    void *msg = NULL;
+    if (sm_listen_opts(&l, "127.0.0.1:0", &opt) < 0 ||
+        sm_listener_addr(l, addr, sizeof addr) < 0 ||
+        sm_connect_opts(&client, addr, &opt) < 0 ||
+        sm_send(client, "hello", 5) < 0 ||
+        sm_accept(l, &server) < 0 ||
+        sm_recv_alloc(server, &msg) != 5 || memcmp(msg, "hello", 5) != 0) {
         fprintf(stderr, "consumer: %s\n", sm_last_error());
         return 1;
     }
+    free(msg);
     printf("consumer ok %s\n", sm_version());
     sm_close(client);
     sm_close(server);
@@ -40,24 +81,35 @@ int main(void)
     return 0;
 }
 C
-export PKG_CONFIG_PATH="$root/lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$tmp"
-version=$(pkg-config --modversion sockmsg) || fail "pkg-config does not find sockmsg"
+PKG_CONFIG_PATH="$root/lib/pkgconfig"
+PKG_CONFIG_SYSROOT_DIR="$tmp"
+export PKG_CONFIG_PATH PKG_CONFIG_SYSROOT_DIR
+pc_version=$(pkg-config --modversion sockmsg) || fail "pkg-config does not find sockmsg"
+[ "$pc_version" = "$version" ] || fail "sockmsg.pc says version $pc_version, the header $version"
+want="consumer ok $version"
 
+# Shared.  (Word splitting of pkg-config's output is intended.)
 # shellcheck disable=SC2046
-cc "$tmp/consumer.c" $(pkg-config --cflags --libs sockmsg) -o "$tmp/shared" || fail "shared build"
-out=$(LD_LIBRARY_PATH="$root/lib" "$tmp/shared") || fail "shared consumer run"
-[ "$out" = "consumer ok $version" ] || fail "shared consumer printed '$out'"
-LD_LIBRARY_PATH="$root/lib" ldd "$tmp/shared" | grep -q "libsockmsg.so.0 => $root/lib" ||
-    fail "shared consumer did not load the installed libsockmsg.so.0"
+cc "$tmp/consumer.c" $(pkg-config --cflags --libs sockmsg) -o "$tmp/shared" 2>"$tmp/cc.log" ||
+    { cat "$tmp/cc.log" >&2; fail "shared consumer does not build"; }
+out=$(LD_LIBRARY_PATH="$root/lib" "$tmp/shared") || fail "shared consumer failed"
+[ "$out" = "$want" ] || fail "shared consumer printed '$out', expected '$want'"
+LD_LIBRARY_PATH="$root/lib" ldd "$tmp/shared" | grep -q "libsockmsg\.so\.$major => $root/lib/" ||
+    fail "shared consumer did not load the installed libsockmsg.so.$major"
 
+# Static.  glibc warns that getaddrinfo needs its shared NSS modules at run
+# time; that is expected, so the log is shown only on failure.
 # shellcheck disable=SC2046
-cc -static "$tmp/consumer.c" $(pkg-config --static --cflags --libs sockmsg) -o "$tmp/static" 2>"$tmp/static.log" ||
-    { cat "$tmp/static.log" >&2; fail "static build"; }
-out=$("$tmp/static") || fail "static consumer run"
-[ "$out" = "consumer ok $version" ] || fail "static consumer printed '$out'"
-ldd "$tmp/static" >/dev/null 2>&1 && fail "static consumer is dynamically linked"
+cc -static "$tmp/consumer.c" $(pkg-config --static --cflags --libs sockmsg) -o "$tmp/static" \
+    2>"$tmp/cc.log" || { cat "$tmp/cc.log" >&2; fail "static consumer does not build"; }
+out=$("$tmp/static") || fail "static consumer failed"
+[ "$out" = "$want" ] || fail "static consumer printed '$out', expected '$want'"
+if ldd "$tmp/static" >/dev/null 2>&1; then fail "static consumer is dynamically linked"; fi
 
-make -s uninstall PREFIX=$prefix DESTDIR="$tmp" >/dev/null || fail "make uninstall"
-left=$(find "$root" -type f -o -type l)
-[ -z "$left" ] || fail "left after uninstall: $left"
+# ---- uninstall ----
+make -s uninstall PREFIX=$prefix DESTDIR="$tmp" >"$tmp/make.log" 2>&1 ||
+    { cat "$tmp/make.log" >&2; fail "make uninstall"; }
+left=$(find "$root" ! -type d)
+[ -z "$left" ] || fail "left after uninstall: $(words "$left")"
+
 echo "install test: ok (version $version, shared and static)"

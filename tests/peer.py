@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""A libsockmsg peer in plain Python 3 (standard library only), used by the
+interop tests (tests/test_interop.c).  It speaks docs/PROTOCOL.md: each
+message is a 4-byte unsigned big-endian length N, then N bytes of payload.
+
+    peer.py serve HOST:PORT       listen (port 0: any free port), print
+                                  "listening on HOST:PORT", accept one client
+                                  and echo every message until it closes
+    peer.py client HOST:PORT N    send N messages (sizes cycle through
+                                  0, 1, 100, 4096, 70000, 1048576), check each
+                                  echo byte for byte, print "ok N"
+
+Addresses: "127.0.0.1:PORT", "[::1]:PORT" or "name:PORT".  Exit status 0 on
+success; 1 with a message on stderr on any error; 2 on bad usage.
+"""
+import socket
+import struct
+import sys
+
+HEADER = struct.Struct("!I")          # 4 bytes, unsigned, big-endian
+MAX_FRAME = 16 * 1024 * 1024          # libsockmsg's default maximum
+TIMEOUT = 30.0                        # seconds; no call here waits longer
+SIZES = [0, 1, 100, 4096, 70000, 1048576]
+
+
+class TruncatedFrame(EOFError):
+    """The stream ended inside a frame (in its header or its payload)."""
+
+
+class FrameTooBig(ValueError):
+    """A header announced more than the maximum frame size."""
+
+
+def send_msg(sock, data):
+    """Send data (bytes-like) as one message."""
+    data = memoryview(data)
+    if data.nbytes > 0xFFFFFFFF:
+        raise FrameTooBig("%d bytes do not fit a frame" % data.nbytes)
+    header = HEADER.pack(data.nbytes)
+    if data.nbytes <= 65536:
+        sock.sendall(header + data)   # one write: no Nagle stall
+    else:
+        sock.sendall(header)
+        sock.sendall(data)
+
+
+def recv_exactly(sock, n):
+    """Read until n bytes arrived or the stream ended; recv() returns
+    whatever piece of the stream is there, so loop.  May return fewer
+    than n bytes only at end of stream."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0:
+            break
+        got += k
+    return bytes(view[:got])
+
+
+def recv_msg(sock, max_frame=MAX_FRAME):
+    """One whole message as bytes.  None on a clean close between messages;
+    raises TruncatedFrame if the stream ends inside a frame, and FrameTooBig
+    (before reading or allocating the payload) if the header announces more
+    than max_frame bytes."""
+    header = recv_exactly(sock, HEADER.size)
+    if not header:
+        return None
+    if len(header) < HEADER.size:
+        raise TruncatedFrame("stream ended after %d header bytes" % len(header))
+    (n,) = HEADER.unpack(header)
+    if n > max_frame:
+        raise FrameTooBig("peer announced %d bytes, max frame is %d" % (n, max_frame))
+    payload = recv_exactly(sock, n)
+    if len(payload) < n:
+        raise TruncatedFrame("stream ended after %d of %d payload bytes" % (len(payload), n))
+    return payload
+
+
+def parse_addr(text):
+    """'127.0.0.1:5', '[::1]:5' or 'name:5' -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError("%r: expected HOST:PORT or [V6ADDR]:PORT" % text)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host or not host:
+        raise ValueError("%r: an IPv6 address needs brackets, [::1]:PORT" % text)
+    return host, int(port)
+
+
+def format_addr(sockaddr, family):
+    host, port = sockaddr[0], sockaddr[1]
+    return "[%s]:%d" % (host, port) if family == socket.AF_INET6 else "%s:%d" % (host, port)
+
+
+def message(i):
+    """Message i of the client: its size cycles through SIZES; its bytes
+    depend on i and the offset, so a shifted, mixed-up or truncated echo
+    never matches."""
+    size = SIZES[i % len(SIZES)]
+    period = bytes((i * 13 + k) % 251 for k in range(251))
+    return (period * (size // 251 + 1))[:size]
+
+
+def no_delay(sock):
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def serve(addr):
+    host, port = parse_addr(addr)
+    family, kind, proto, _, sockaddr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    with socket.socket(family, kind, proto) as ls:
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(sockaddr)
+        ls.listen(1)
+        print("listening on %s" % format_addr(ls.getsockname(), family), flush=True)
+        ls.settimeout(TIMEOUT)
+        conn, _ = ls.accept()
+    with conn:
+        conn.settimeout(TIMEOUT)
+        no_delay(conn)
+        count = 0
+        while (msg := recv_msg(conn)) is not None:
+            send_msg(conn, msg)
+            count += 1
+    print("echoed %d" % count, file=sys.stderr, flush=True)
+    return 0
+
+
+def client(addr, count):
+    with socket.create_connection(parse_addr(addr), timeout=TIMEOUT) as s:
+        no_delay(s)
+        for i in range(count):
+            want = message(i)
+            send_msg(s, want)
+            got = recv_msg(s)
+            if got is None:
+                print("message %d: peer closed instead of echoing" % i, file=sys.stderr)
+                return 1
+            if got != want:
+                at = next((k for k in range(min(len(got), len(want))) if got[k] != want[k]),
+                          min(len(got), len(want)))
+                print("message %d: echo of %d bytes differs from the %d sent, at offset %d"
+                      % (i, len(got), len(want), at), file=sys.stderr)
+                return 1
+    print("ok %d" % count, flush=True)
+    return 0
+
+
+def main(argv):
+    try:
+        if len(argv) == 3 and argv[1] == "serve":
+            return serve(argv[2])
+        if len(argv) == 4 and argv[1] == "client" and argv[3].isdigit():
+            return client(argv[2], int(argv[3]))
+    except (OSError, EOFError, ValueError) as e:
+        print("peer.py %s: %s: %s" % (argv[1], type(e).__name__, e), file=sys.stderr)
+        return 1
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
