@@ -1519,3 +1519,32 @@ Test(conn, addresses_and_descriptors, .timeout = 20)
         close_pair(l, s, c);
     }
 }
+
+Test(conn, unix_listener_replaces_stale_socket_not_live_one, .timeout = 10)
+{
+    char addr[128];
+    unix_addr(addr, sizeof addr, "stale");
+    sm_listener *l, *l2;
+    cr_assert_eq(sm_listen(&l, addr), 0);
+    cr_assert_eq(sm_listen(&l2, addr), -EADDRINUSE);
+    /* A server that died leaves its socket file behind. */
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    sm_listener_close(l);
+    struct sockaddr_un un = { .sun_family = AF_UNIX };
+    strcpy(un.sun_path, addr + 5);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&un, sizeof un), 0);
+    close(fd);
+    cr_assert_eq(access(addr + 5, F_OK), 0);
+    cr_assert_eq(sm_listen(&l, addr), 0, "%s", sm_last_error());
+    sm_listener_close(l);
+    cr_assert_neq(access(addr + 5, F_OK), 0, "removed on close");
+}
+
+Test(errors, negative_timeouts_are_einval)
+{
+    sm_listener *l;
+    sm_conn *c;
+    sm_options neg = { .recv_timeout_ms = -1 };
+    cr_assert_eq(sm_listen_opts(&l, "127.0.0.1:0", &neg), SM_EINVAL);
+    cr_assert_eq(sm_connect_opts(&c, "127.0.0.1:1", &neg), SM_EINVAL);
+}
