@@ -78,14 +78,27 @@ $(BUILD)/examples/%: examples/%.c $(STATIC)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $< $(STATIC) $(ALL_LDFLAGS) $(EXTRA_LIBS) -o $@
 
-$(BUILD)/bench/%: bench/%.c $(STATIC)
-	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $< $(STATIC) $(ALL_LDFLAGS) -o $@
+# One program per transport, bench/<transport>.c, each linked with the
+# shared workloads in bench/bench.c.  ZeroMQ and nng are baselines only:
+# built when installed (make deps), reported as "not installed" when not.
+HAVE_ZMQ := $(shell pkg-config --exists libzmq 2>/dev/null && echo yes)
+HAVE_NNG := $(shell echo '\#include <nng/nng.h>' | $(CC) -E -x c - >/dev/null 2>&1 && echo yes)
+BENCH_TRANSPORTS := sockmsg raw-naive raw-buffered $(if $(HAVE_ZMQ),zmq) $(if $(HAVE_NNG),nng)
+BENCH_BIN := $(BENCH_TRANSPORTS:%=$(BUILD)/bench/bench-%)
+BENCH_COMMON := bench/bench.c bench/rawsock.c
 
-# Benchmarks report figures; they never assert timings.
-BENCH_CONNS ?= 10000
-bench: all $(BUILD)/bench/conns
-	sh bench/conns.sh $(BUILD) $(BENCH_CONNS)
+$(BUILD)/bench/bench-zmq: EXTRA_LIBS = $(shell pkg-config --libs libzmq 2>/dev/null)
+$(BUILD)/bench/bench-nng: EXTRA_LIBS = -lnng
+
+$(BUILD)/bench/bench-%: bench/%.c $(BENCH_COMMON) bench/bench.h bench/rawsock.h $(STATIC)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $< $(BENCH_COMMON) $(STATIC) $(ALL_LDFLAGS) $(EXTRA_LIBS) -o $@
+
+# Benchmarks report figures as ratios within one run; they never assert
+# timings.  QUICK=1 is a smoke run; BENCH_ONLY=sockmsg limits transports.
+bench: lib $(BENCH_BIN)
+	python3 bench/run.py --build $(BUILD) --transports "$(or $(BENCH_ONLY),$(BENCH_TRANSPORTS))" \
+	    $(if $(QUICK),--quick) --out bench/results --chart docs/bench-ratios.png
 
 $(BUILD)/tests/%.o: tests/%.c
 	@mkdir -p $(@D)
@@ -138,7 +151,7 @@ help:
 	@echo "make demo       run the tutorial server and client on a free port"
 	@echo "make deps       install the Debian packages the tests need"
 	@echo "make check      run the tests (SANITIZE=address,undefined or thread)"
-	@echo "make bench      hold BENCH_CONNS=$(BENCH_CONNS) clients on the echo-server"
+	@echo "make bench      compare with raw sockets, ZeroMQ and nng (QUICK=1: smoke run)"
 	@echo "make install    install under PREFIX=$(PREFIX) (DESTDIR honoured)"
 	@echo "make uninstall  remove what install put there"
 

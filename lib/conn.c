@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -16,7 +17,12 @@ struct sm_conn {
     sm_options opt;
     pthread_mutex_t send_lock; /* one frame on the wire at a time */
     int send_error;            /* sticky once a frame was cut; send_lock */
+    uint8_t *held;             /* SM_MORE frames not yet written; send_lock */
+    size_t held_len;           /* bytes in held; send_lock */
+    atomic_int holding;        /* held_len > 0, readable without the lock */
     int recv_error;            /* sticky once the stream is unparseable */
+    uint8_t *view;             /* sm_recv_view's copy of a large message */
+    size_t view_cap;
     size_t rpos, rend;         /* unread bytes are rbuf[rpos, rend) */
     uint8_t rbuf[SM_HEADER_LEN + SM_RECV_BUFFER];
 };
@@ -49,6 +55,9 @@ int sm_conn_new(int fd, int family, const sm_options *opts, sm_conn **out)
     c->fd = fd;
     c->opt = *opts;
     c->send_error = c->recv_error = 0;
+    c->held = c->view = NULL;
+    c->held_len = c->view_cap = 0;
+    atomic_init(&c->holding, 0);
     c->rpos = c->rend = 0;
     *out = c;
     return 0;
@@ -138,28 +147,83 @@ SM_API int sm_connect(sm_conn **out, const char *addr)
     return sm_connect_opts(out, addr, NULL);
 }
 
-SM_API int sm_send(sm_conn *c, const void *msg, size_t len)
+/* Writes the held frames, then iov[0..count); send_lock held.  A frame
+ * cut short leaves the peer unable to parse what follows, so an error after
+ * the first byte sticks. */
+static int write_frames(sm_conn *c, struct iovec *iov, int count)
 {
-    if (!c || (!msg && len))
-        return sm_error_set(SM_EINVAL, "sm_send: NULL argument");
+    struct iovec all[3] = { { c->held, c->held_len } };
+    if (count)
+        memcpy(all + 1, iov, (size_t)count * sizeof *iov);
+    int first = c->held_len ? 0 : 1;
+    size_t sent = 0;
+    int rc = c->send_error;
+    if (!rc)
+        rc = sm_sock_write_all(c->fd, all + first, count + 1 - first,
+                               sm_deadline(c->opt.send_timeout_ms), &sent);
+    if (rc && sent > 0)
+        c->send_error = rc;
+    if (!rc || sent > 0) {
+        c->held_len = 0;
+        atomic_store_explicit(&c->holding, 0, memory_order_relaxed);
+    }
+    return rc;
+}
+
+/* Appends one frame to the held bytes; send_lock held, and it fits. */
+static int hold_frame(sm_conn *c, const uint8_t *header, const void *msg, size_t len)
+{
+    if (!c->held && !(c->held = malloc(SM_SEND_BUFFER)))
+        return SM_ENOMEM;
+    memcpy(c->held + c->held_len, header, SM_HEADER_LEN);
+    if (len)
+        memcpy(c->held + c->held_len + SM_HEADER_LEN, msg, len);
+    c->held_len += SM_HEADER_LEN + len;
+    atomic_store_explicit(&c->holding, 1, memory_order_relaxed);
+    return 0;
+}
+
+SM_API int sm_send_flags(sm_conn *c, const void *msg, size_t len, int flags)
+{
+    if (!c || (!msg && len) || (flags & ~SM_MORE))
+        return sm_error_set(SM_EINVAL, "sm_send: NULL argument or unknown flag");
     if (len > UINT32_MAX)
         return sm_error_set(SM_ETOOBIG, "sm_send: %zu bytes", len);
     uint8_t header[SM_HEADER_LEN];
     sm_frame_header_put(header, (uint32_t)len);
-    struct iovec iov[2] = { { header, sizeof header }, { (void *)msg, len } };
-    int64_t deadline = sm_deadline(c->opt.send_timeout_ms);
+    struct iovec frame[2] = { { header, sizeof header }, { (void *)msg, len } };
 
     pthread_mutex_lock(&c->send_lock);
     int rc = c->send_error;
-    if (!rc) {
-        size_t sent;
-        rc = sm_sock_write_all(c->fd, iov, 2, deadline, &sent);
-        /* A frame cut short leaves the peer unable to parse what follows. */
-        if (rc && sent > 0)
-            c->send_error = rc;
-    }
+    if (!rc && (flags & SM_MORE) && c->held_len + SM_HEADER_LEN + len <= SM_SEND_BUFFER)
+        rc = hold_frame(c, header, msg, len);
+    else if (!rc)
+        rc = write_frames(c, frame, 2);
     pthread_mutex_unlock(&c->send_lock);
     return rc ? sm_error_set(rc, "send %zu bytes", len) : 0;
+}
+
+SM_API int sm_send(sm_conn *c, const void *msg, size_t len)
+{
+    return sm_send_flags(c, msg, len, 0);
+}
+
+SM_API int sm_flush(sm_conn *c)
+{
+    if (!c)
+        return sm_error_set(SM_EINVAL, "sm_flush: NULL connection");
+    pthread_mutex_lock(&c->send_lock);
+    int rc = c->held_len ? write_frames(c, NULL, 0) : c->send_error;
+    pthread_mutex_unlock(&c->send_lock);
+    return rc ? sm_error_set(rc, "flush held messages") : 0;
+}
+
+/* A receive writes held messages first: the reply may depend on them. */
+static int flush_before_receive(sm_conn *c)
+{
+    if (!atomic_load_explicit(&c->holding, memory_order_relaxed))
+        return 0;
+    return sm_flush(c);
 }
 
 /* Records a receive failure; all but a resumable timeout stick. */
@@ -178,6 +242,8 @@ static int fill(sm_conn *c, size_t need, int64_t deadline)
 {
     if (c->rend - c->rpos >= need)
         return 0;
+    if (c->rpos == c->rend)
+        c->rpos = c->rend = 0;
     if (c->rpos + need > sizeof c->rbuf) {
         memmove(c->rbuf, c->rbuf + c->rpos, c->rend - c->rpos);
         c->rend -= c->rpos;
@@ -243,6 +309,9 @@ SM_API ssize_t sm_recv(sm_conn *c, void *buf, size_t cap)
 {
     if (!c || (!buf && cap))
         return sm_error_set(SM_EINVAL, "sm_recv: NULL argument");
+    int rc = flush_before_receive(c);
+    if (rc)
+        return rc;
     int64_t deadline = sm_deadline(c->opt.recv_timeout_ms);
     int64_t len = next_length(c, deadline);
     if (len < 0)
@@ -250,7 +319,7 @@ SM_API ssize_t sm_recv(sm_conn *c, void *buf, size_t cap)
     if ((uint64_t)len > cap)
         return sm_error_set(SM_EMSGSIZE, "receive: message of %lld bytes, buffer holds %zu",
                             (long long)len, cap);
-    int rc = read_payload(c, buf, (size_t)len, deadline);
+    rc = read_payload(c, buf, (size_t)len, deadline);
     return rc ? rc : (ssize_t)len;
 }
 
@@ -261,6 +330,9 @@ SM_API ssize_t sm_recv_alloc(sm_conn *c, void **msg)
     *msg = NULL;
     if (!c)
         return sm_error_set(SM_EINVAL, "sm_recv_alloc: NULL argument");
+    int rc = flush_before_receive(c);
+    if (rc)
+        return rc;
     int64_t deadline = sm_deadline(c->opt.recv_timeout_ms);
     int64_t len = next_length(c, deadline);
     if (len < 0)
@@ -268,13 +340,67 @@ SM_API ssize_t sm_recv_alloc(sm_conn *c, void **msg)
     uint8_t *p = malloc(len ? (size_t)len : 1);
     if (!p)
         return sm_error_set(SM_ENOMEM, "receive: %lld bytes", (long long)len);
-    int rc = read_payload(c, p, (size_t)len, deadline);
+    rc = read_payload(c, p, (size_t)len, deadline);
     if (rc) {
         free(p);
         return rc;
     }
     *msg = p;
     return (ssize_t)len;
+}
+
+/* Points *msg at the buffered payload of a small frame, with no copy. */
+static int view_buffered(sm_conn *c, size_t len, int64_t deadline, const void **msg)
+{
+    int rc = fill(c, SM_HEADER_LEN + len, deadline);
+    if (rc)
+        return recv_fail(c, rc, 1, "payload");
+    *msg = c->rbuf + c->rpos + SM_HEADER_LEN;
+    c->rpos += SM_HEADER_LEN + len;
+    return 0;
+}
+
+/* A large frame cannot be viewed in rbuf: it goes to a buffer of the
+ * connection's, kept while messages stay large. */
+static int view_large(sm_conn *c, size_t len, int64_t deadline, const void **msg)
+{
+    if (len > c->view_cap) {
+        free(c->view);
+        c->view_cap = 0;
+        if (!(c->view = malloc(len)))
+            return sm_error_set(SM_ENOMEM, "receive: %zu bytes", len);
+        c->view_cap = len;
+    }
+    int rc = read_payload(c, c->view, len, deadline);
+    if (!rc)
+        *msg = c->view;
+    return rc;
+}
+
+SM_API ssize_t sm_recv_view(sm_conn *c, const void **msg)
+{
+    if (!msg)
+        return sm_error_set(SM_EINVAL, "sm_recv_view: NULL argument");
+    *msg = NULL;
+    if (!c)
+        return sm_error_set(SM_EINVAL, "sm_recv_view: NULL argument");
+    int rc = flush_before_receive(c);
+    if (rc)
+        return rc;
+    int64_t deadline = sm_deadline(c->opt.recv_timeout_ms);
+    int64_t len = next_length(c, deadline);
+    if (len < 0)
+        return (ssize_t)len;
+    if (len <= SM_RECV_BUFFER && c->view) {
+        free(c->view);
+        c->view = NULL;
+        c->view_cap = 0;
+    }
+    if (len <= SM_RECV_BUFFER)
+        rc = view_buffered(c, (size_t)len, deadline, msg);
+    else
+        rc = view_large(c, (size_t)len, deadline, msg);
+    return rc ? rc : (ssize_t)len;
 }
 
 SM_API int sm_recv_ready(const sm_conn *c)
@@ -321,7 +447,13 @@ SM_API void sm_close(sm_conn *c)
 {
     if (!c)
         return;
+    /* Held messages go out first, as the caller would expect; a failure
+     * here has no one to report to (sm_flush first to see it). */
+    if (c->held_len)
+        sm_flush(c);
     close(c->fd);
     pthread_mutex_destroy(&c->send_lock);
+    free(c->held);
+    free(c->view);
     free(c);
 }

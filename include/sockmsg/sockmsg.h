@@ -47,6 +47,13 @@ extern "C" {
  * larger payloads are read straight into the caller's memory. */
 #define SM_RECV_BUFFER (64u * 1024u)
 
+/* SM_MORE frames are held back, up to this many bytes in all (headers
+ * included), then written in one system call. */
+#define SM_SEND_BUFFER (64u * 1024u)
+
+/* sm_send_flags: more messages follow at once (see there). */
+#define SM_MORE 1
+
 /* Longest address string the library writes (see sm_listener_addr). */
 #define SM_ADDRSTRLEN 128
 
@@ -169,10 +176,37 @@ SM_API int sm_connect_opts(sm_conn **out, const char *addr,
 SM_API int sm_send(sm_conn *c, const void *msg, size_t len);
 
 /*
+ * sm_send_flags - sm_send with flags; 0 is exactly sm_send.
+ *
+ * SM_MORE says more messages follow at once: the frame is copied into the
+ * connection's send buffer and nothing is written while the held frames
+ * fit in SM_SEND_BUFFER bytes, so a stream of small messages costs one
+ * system call per 64 KiB instead of one per message.  The held frames are
+ * written, in order and in one writev with the new frame, by the first of:
+ * a send without SM_MORE, a frame that does not fit, sm_flush, any receive
+ * on the connection (the reply may depend on them), and sm_close.
+ * msg stays the caller's in every case.
+ *
+ * Errors: as sm_send, plus SM_EINVAL for an unknown flag and SM_ENOMEM
+ * when the send buffer cannot be allocated (first SM_MORE only).  A call
+ * that writes held frames reports their failure too; if none of their
+ * bytes went out, they stay held.
+ */
+SM_API int sm_send_flags(sm_conn *c, const void *msg, size_t len, int flags);
+
+/*
+ * sm_flush - write every frame held back by SM_MORE; blocks like sm_send.
+ * Returns 0 (also when nothing is held), SM_EINVAL, SM_ETIMEDOUT or -errno;
+ * with held frames cut short, the sticky send error.
+ */
+SM_API int sm_flush(sm_conn *c);
+
+/*
  * sm_recv - receive one whole message into buf (capacity cap).
  *
  * Blocks until a message arrives or recv_timeout_ms expires.  Returns the
- * message's length (0 is a valid, empty message).
+ * message's length (0 is a valid, empty message).  Frames held back by
+ * SM_MORE are written first; if that fails, its error is returned.
  *
  * Errors:
  *   SM_EMSGSIZE   the message is larger than cap.  Nothing is consumed: the
@@ -201,6 +235,18 @@ SM_API ssize_t sm_recv(sm_conn *c, void *buf, size_t cap);
 SM_API ssize_t sm_recv_alloc(sm_conn *c, void **msg);
 
 /*
+ * sm_recv_view - receive one whole message without copying it out.
+ *
+ * Points *msg at the payload inside the connection's own buffer and returns
+ * its length.  The view is read-only and stays valid until the next call
+ * receive or sm_close on c; copy what must live
+ * longer.  Messages larger than SM_RECV_BUFFER go to a second buffer the
+ * connection keeps while messages stay large.  Blocks like sm_recv.  On
+ * error *msg is NULL.  Errors: as sm_recv_alloc.
+ */
+SM_API ssize_t sm_recv_view(sm_conn *c, const void **msg);
+
+/*
  * sm_recv_ready - 1 if a whole message is already buffered, so the next
  * sm_recv returns without touching the socket; else 0.
  *
@@ -223,7 +269,9 @@ SM_API int sm_conn_peer(const sm_conn *c, char *buf, size_t len);
  * do not read or write it directly. */
 SM_API int sm_conn_fd(const sm_conn *c);
 
-/* sm_close - close the connection and free it (NULL is ignored). */
+/* sm_close - close the connection and free it (NULL is ignored).  Frames
+ * held back by SM_MORE are written first, blocking like sm_send; a failure
+ * there cannot be reported, so call sm_flush first to learn of it. */
 SM_API void sm_close(sm_conn *c);
 
 /*

@@ -1,0 +1,435 @@
+/* The workloads, written once for every transport: see bench.h. */
+#include "bench.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SEQ_LEN 8
+#define CHECK_EVERY 1024 /* thr: full payload check on every 1024th message */
+#define RUN_LIMIT_S 300  /* no run may take longer than this */
+
+int bench_more; /* the "more" variant: see t_send() */
+static int ready_pipe = -1;
+
+void bench_die(const char *what, const char *detail)
+{
+    fprintf(stderr, "bench-%s: %s: %s\n", t_name, what, detail ? detail : "failed");
+    exit(1);
+}
+
+double bench_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+long bench_rss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%ld/status", (long)pid);
+    FILE *f = fopen(path, "r");
+    long kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kib;
+}
+
+static uint8_t pattern_byte(size_t i)
+{
+    return (uint8_t)(i * 7 + 1);
+}
+
+void bench_fill(uint8_t *msg, size_t size, uint64_t seq)
+{
+    for (size_t i = SEQ_LEN; i < size; i++)
+        msg[i] = pattern_byte(i);
+    memcpy(msg, &seq, SEQ_LEN);
+}
+
+int bench_check(const uint8_t *msg, ssize_t len, size_t size, uint64_t seq, int full)
+{
+    uint64_t got;
+    if (len != (ssize_t)size)
+        return -1;
+    memcpy(&got, msg, SEQ_LEN);
+    if (got != seq)
+        return -1;
+    for (size_t i = SEQ_LEN; full && i < size; i++)
+        if (msg[i] != pattern_byte(i))
+            return -1;
+    return 0;
+}
+
+void bench_ready(int port)
+{
+    if (write(ready_pipe, &port, sizeof port) != sizeof port)
+        bench_die("ready", strerror(errno));
+}
+
+/* ---- lat: ping-pong ---- */
+
+static int lat_server(size_t size, long total)
+{
+    bench_listener *l;
+    bench_conn *c;
+    const uint8_t *msg;
+    int port;
+    if (t_listen(&l, &port) < 0)
+        bench_die("listen", NULL);
+    bench_ready(port);
+    if (t_accept(l, &c) < 0)
+        bench_die("accept", NULL);
+    for (long i = 0; i < total; i++) {
+        ssize_t len = t_recv(c, &msg);
+        if (bench_check(msg, len, size, (uint64_t)i, 0) < 0)
+            bench_die("lat server", "wrong message");
+        if (t_send(c, msg, (size_t)len, 0) < 0)
+            bench_die("lat server", "send");
+    }
+    t_close(c);
+    t_listener_close(l);
+    return 0;
+}
+
+static int compare_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int lat_client(int port, size_t size, long warm, long count)
+{
+    bench_conn *c;
+    const uint8_t *echo;
+    uint8_t *msg = malloc(size);
+    double *rtt = malloc((size_t)count * sizeof *rtt), sum = 0;
+    if (!msg || !rtt || t_connect(port, &c) < 0)
+        bench_die("lat client", "setup");
+    bench_fill(msg, size, 0);
+    for (long i = 0; i < warm + count; i++) {
+        uint64_t seq = (uint64_t)i;
+        memcpy(msg, &seq, SEQ_LEN);
+        double t0 = bench_now();
+        if (t_send(c, msg, size, 0) < 0)
+            bench_die("lat client", "send");
+        ssize_t len = t_recv(c, &echo);
+        double t = bench_now() - t0;
+        if (bench_check(echo, len, size, seq, 1) < 0)
+            bench_die("lat client", "wrong echo");
+        if (i >= warm) {
+            rtt[i - warm] = t * 1e6;
+            sum += t * 1e6;
+        }
+    }
+    t_close(c);
+    qsort(rtt, (size_t)count, sizeof *rtt, compare_double);
+    printf("transport=%s workload=lat size=%zu count=%ld mean_us=%.2f p50_us=%.2f p99_us=%.2f\n",
+           t_name, size, count, sum / (double)count, rtt[count / 2], rtt[count * 99 / 100]);
+    free(msg);
+    free(rtt);
+    return 0;
+}
+
+/* ---- thr: one-way stream, then an acknowledgement ---- */
+
+static int thr_server(size_t size, long count)
+{
+    bench_listener *l;
+    bench_conn *c;
+    const uint8_t *msg;
+    int port;
+    if (t_listen(&l, &port) < 0)
+        bench_die("listen", NULL);
+    bench_ready(port);
+    if (t_accept(l, &c) < 0)
+        bench_die("accept", NULL);
+    for (long i = 0; i < count; i++) {
+        ssize_t len = t_recv(c, &msg);
+        int full = i % CHECK_EVERY == 0 || i == count - 1;
+        if (bench_check(msg, len, size, (uint64_t)i, full) < 0) {
+            fprintf(stderr, "bench-%s: thr: message %ld: len %zd\n", t_name, i, len);
+            bench_die("thr server", "wrong message");
+        }
+    }
+    if (t_send(c, "ok", 2, 0) < 0)
+        bench_die("thr server", "send ack");
+    t_close(c);
+    t_listener_close(l);
+    return 0;
+}
+
+static int thr_client(int port, size_t size, long count)
+{
+    bench_conn *c;
+    const uint8_t *ack;
+    uint8_t *msg = malloc(size);
+    if (!msg || t_connect(port, &c) < 0)
+        bench_die("thr client", "setup");
+    bench_fill(msg, size, 0);
+    double t0 = bench_now();
+    for (long i = 0; i < count; i++) {
+        uint64_t seq = (uint64_t)i;
+        memcpy(msg, &seq, SEQ_LEN);
+        if (t_send(c, msg, size, bench_more && i < count - 1) < 0)
+            bench_die("thr client", "send");
+    }
+    ssize_t len = t_recv(c, &ack);
+    double t = bench_now() - t0;
+    if (len != 2 || memcmp(ack, "ok", 2) != 0)
+        bench_die("thr client", "no acknowledgement");
+    t_close(c);
+    printf("transport=%s workload=thr size=%zu count=%ld more=%d msgs_per_s=%.0f mb_per_s=%.1f\n",
+           t_name, size, count, bench_more, (double)count / t,
+           (double)count * (double)size / t / 1e6);
+    free(msg);
+    return 0;
+}
+
+/* ---- server: many clients echoing through one server ---- */
+
+static int server_client(int port, pid_t server, int conns, int rounds)
+{
+    struct bench_echo_result r = { 0 };
+    int rc = t_echo_clients(port, server, conns, rounds, &r);
+    if (rc == BENCH_UNSUPPORTED)
+        return rc;
+    if (rc < 0)
+        bench_die("server workload", "clients failed");
+    printf("transport=%s workload=server conns=%d rounds=%d open_s=%.3f trips_per_s=%.0f "
+           "rss_kib_per_conn=%.3f\n",
+           t_name, conns, rounds, r.open_s, r.trips_per_s, r.rss_kib_per_conn);
+    return 0;
+}
+
+/* ---- the framed echo clients, for servers that speak sockmsg frames ---- */
+
+#define ECHO_SIZE 64
+#define FRAME (4 + ECHO_SIZE)
+
+struct echo_client {
+    int fd;
+    int trips;      /* completed round trips */
+    size_t got;     /* bytes of the reply in reply[] */
+    uint8_t reply[FRAME];
+};
+
+static uint64_t echo_seq(int index, int trip)
+{
+    return (uint64_t)index << 32 | (uint32_t)trip;
+}
+
+static int echo_request(struct echo_client *e, int index)
+{
+    uint8_t frame[FRAME] = { 0, 0, 0, ECHO_SIZE };
+    bench_fill(frame + 4, ECHO_SIZE, echo_seq(index, e->trips));
+    e->got = 0;
+    /* 68 bytes into an empty socket buffer: one send writes all of it. */
+    return send(e->fd, frame, FRAME, MSG_NOSIGNAL) == FRAME ? 0 : -1;
+}
+
+/* Reads what is there; 1 when the whole echo has arrived and is right. */
+static int echo_reply(struct echo_client *e, int index)
+{
+    ssize_t n = recv(e->fd, e->reply + e->got, FRAME - e->got, MSG_DONTWAIT);
+    if (n <= 0)
+        return n < 0 && errno == EAGAIN ? 0 : -1;
+    e->got += (size_t)n;
+    if (e->got < FRAME)
+        return 0;
+    if (e->reply[3] != ECHO_SIZE ||
+        bench_check(e->reply + 4, ECHO_SIZE, ECHO_SIZE, echo_seq(index, e->trips), 1) < 0)
+        return -1;
+    e->trips++;
+    return 1;
+}
+
+static int echo_connect(int port)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        close(fd);
+        return -1;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    return fd;
+}
+
+/* Every client has one request in flight until each has done `rounds`
+ * more round trips; returns the seconds it took, or -1. */
+static double echo_rounds(struct echo_client *cl, int conns, int ep, int rounds)
+{
+    struct epoll_event ev[256];
+    int target = cl[0].trips + rounds, busy = conns;
+    double t0 = bench_now();
+    for (int i = 0; i < conns; i++)
+        if (echo_request(&cl[i], i) < 0)
+            return -1;
+    while (busy > 0) {
+        if (bench_now() - t0 > RUN_LIMIT_S)
+            return -1;
+        int n = epoll_wait(ep, ev, 256, 1000);
+        for (int k = 0; k < n; k++) {
+            int i = (int)ev[k].data.u32;
+            int rc = echo_reply(&cl[i], i);
+            if (rc < 0)
+                return -1;
+            if (rc == 1 && cl[i].trips < target && echo_request(&cl[i], i) < 0)
+                return -1;
+            if (rc == 1 && cl[i].trips == target)
+                busy--;
+        }
+    }
+    return bench_now() - t0;
+}
+
+int bench_framed_clients(int port, pid_t server, int conns, int rounds,
+                         struct bench_echo_result *r)
+{
+    struct echo_client *cl = calloc((size_t)conns, sizeof *cl);
+    int ep = epoll_create1(EPOLL_CLOEXEC), rc = -1, opened = 0;
+    long rss_before = bench_rss_kib(server);
+    double t0 = bench_now();
+    for (; cl && ep >= 0 && opened < conns; opened++) {
+        struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)opened };
+        if ((cl[opened].fd = echo_connect(port)) < 0 ||
+            epoll_ctl(ep, EPOLL_CTL_ADD, cl[opened].fd, &ev) < 0) {
+            fprintf(stderr, "bench-%s: connection %d: %s\n", t_name, opened, strerror(errno));
+            goto out;
+        }
+    }
+    r->open_s = bench_now() - t0;
+    /* One round trip each, so the server has seen every client; then it
+     * is measured with all of them idle. */
+    if (echo_rounds(cl, conns, ep, 1) < 0)
+        goto out;
+    usleep(200000);
+    r->rss_kib_per_conn = (double)(bench_rss_kib(server) - rss_before) / conns;
+    double t = echo_rounds(cl, conns, ep, rounds);
+    if (t > 0) {
+        r->trips_per_s = (double)conns * rounds / t;
+        rc = 0;
+    }
+out:
+    for (int i = 0; i < opened; i++)
+        close(cl[i].fd);
+    if (ep >= 0)
+        close(ep);
+    free(cl);
+    return rc;
+}
+
+/* ---- main ---- */
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: bench-%s lat SIZE COUNT | thr SIZE COUNT [more] | server CONNS ROUNDS\n",
+            t_name);
+    exit(2);
+}
+
+/* Starts the server side in a child; returns its pid and port. */
+static pid_t start_server(int (*serve)(long, long), long a, long b, int *port)
+{
+    int fds[2];
+    if (pipe(fds) < 0)
+        bench_die("pipe", strerror(errno));
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0)
+        bench_die("fork", strerror(errno));
+    if (pid == 0) {
+        close(fds[0]);
+        ready_pipe = fds[1];
+        _exit(serve(a, b) == 0 ? 0 : 1);
+    }
+    close(fds[1]);
+    ssize_t n = read(fds[0], port, sizeof *port);
+    close(fds[0]);
+    if (n != sizeof *port) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        bench_die("server", "did not start");
+    }
+    return pid;
+}
+
+static int serve_lat(long size, long total) { return lat_server((size_t)size, total); }
+static int serve_thr(long size, long count) { return thr_server((size_t)size, count); }
+static int serve_echo(long a, long b) { (void)a; (void)b; return t_echo_server(); }
+
+/* 0 when the child ended well: by itself with 0, or by our SIGTERM. */
+static int reap(pid_t pid, int terminated)
+{
+    int status;
+    if (waitpid(pid, &status, 0) < 0)
+        return -1;
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status) == 0 ? 0 : -1;
+    return terminated && WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM ? 0 : -1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 4)
+        usage();
+    const char *workload = argv[1];
+    long a = atol(argv[2]), b = atol(argv[3]);
+    bench_more = argc > 4 && strcmp(argv[4], "more") == 0;
+    signal(SIGPIPE, SIG_IGN);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    int port, rc, terminated = 0;
+    pid_t pid;
+    if (strcmp(workload, "lat") == 0 && a >= SEQ_LEN && b > 0) {
+        long warm = b < 1000 ? b : 1000;
+        pid = start_server(serve_lat, a, warm + b, &port);
+        rc = lat_client(port, (size_t)a, warm, b);
+    } else if (strcmp(workload, "thr") == 0 && a >= SEQ_LEN && b > 0) {
+        pid = start_server(serve_thr, a, b, &port);
+        rc = thr_client(port, (size_t)a, b);
+    } else if (strcmp(workload, "server") == 0 && a > 0 && b > 0) {
+        pid = start_server(serve_echo, 0, 0, &port);
+        rc = server_client(port, pid, (int)a, (int)b);
+        kill(pid, SIGTERM);
+        terminated = 1;
+    } else {
+        usage();
+        return 2;
+    }
+    if (rc == BENCH_UNSUPPORTED) {
+        kill(pid, SIGTERM);
+        reap(pid, 1);
+        printf("transport=%s workload=%s unsupported=1\n", t_name, workload);
+        return BENCH_UNSUPPORTED;
+    }
+    if (reap(pid, terminated) < 0) {
+        fprintf(stderr, "bench-%s: %s: the server side failed\n", t_name, workload);
+        return 1;
+    }
+    return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,74 @@
+/*
+ * The benchmark harness.  bench.c holds main() and the workloads, written
+ * once; each transport (bench/t_*.c) supplies the few calls below, so every
+ * transport runs exactly the same loop and the same content checks.
+ *
+ *     bench-<transport> lat SIZE COUNT          ping-pong, after a warm-up
+ *     bench-<transport> thr SIZE COUNT [more]   one-way stream, then an ack
+ *     bench-<transport> server CONNS ROUNDS     echo through one server
+ *
+ * The server side runs in a child process, on 127.0.0.1 and a port the
+ * kernel picks.  Output is one line of key=value pairs; the exit status is
+ * 0 on success, 1 on a failed run or content mismatch, 3 when the
+ * transport does not support the workload.
+ */
+#ifndef BENCH_H
+#define BENCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define BENCH_UNSUPPORTED 3
+
+typedef struct bench_conn bench_conn;
+typedef struct bench_listener bench_listener;
+
+/* ---- supplied by each transport; 0 (or a length) on success, <0 on error ---- */
+
+extern const char t_name[];
+
+/* Binds 127.0.0.1 on a free port and stores it in *port. */
+int t_listen(bench_listener **l, int *port);
+int t_accept(bench_listener *l, bench_conn **c);
+void t_listener_close(bench_listener *l);
+int t_connect(int port, bench_conn **c);
+/* more != 0: further messages follow at once, so the transport may hold
+ * this one back; more == 0: everything sent so far is on the wire. */
+int t_send(bench_conn *c, const void *msg, size_t len, int more);
+/* The next message; *msg stays valid until the next call on c. */
+ssize_t t_recv(bench_conn *c, const uint8_t **msg);
+void t_close(bench_conn *c);
+
+/* The server workload: an echo server on one thread, until SIGTERM.  It
+ * calls bench_ready() once it listens. */
+int t_echo_server(void);
+/* Drives conns clients against it; bench_framed_clients() does this for
+ * any server that speaks the sockmsg wire format. */
+struct bench_echo_result {
+    double open_s;         /* time to open every connection */
+    double trips_per_s;    /* round trips per second, all clients busy */
+    double rss_kib_per_conn; /* server RSS growth per idle connection */
+};
+int t_echo_clients(int port, pid_t server, int conns, int rounds,
+                   struct bench_echo_result *r);
+
+/* ---- supplied by bench.c ---- */
+
+/* Set for the "more" variant of thr: the sender says more follow. */
+extern int bench_more;
+
+/* Tells the parent which port the server (child) listens on. */
+void bench_ready(int port);
+/* Message seq of size bytes: seq in the first 8 bytes, then a fixed pattern. */
+void bench_fill(uint8_t *msg, size_t size, uint64_t seq);
+/* 0 when msg is message seq of size bytes; full also checks the pattern. */
+int bench_check(const uint8_t *msg, ssize_t len, size_t size, uint64_t seq, int full);
+double bench_now(void);
+long bench_rss_kib(pid_t pid);
+int bench_framed_clients(int port, pid_t server, int conns, int rounds,
+                         struct bench_echo_result *r);
+/* Fails the process with a message; for setup errors in a transport. */
+void bench_die(const char *what, const char *detail);
+
+#endif
