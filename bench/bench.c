@@ -210,8 +210,10 @@ static int server_client(int port, pid_t server, int conns, int rounds)
     int rc = t_echo_clients(port, server, conns, rounds, &r);
     if (rc == BENCH_UNSUPPORTED)
         return rc;
-    if (rc < 0)
-        bench_die("server workload", "clients failed");
+    if (rc < 0) {
+        fprintf(stderr, "bench-%s: server workload: clients failed\n", t_name);
+        return -1;
+    }
     printf("transport=%s workload=server conns=%d rounds=%d open_s=%.3f trips_per_s=%.0f "
            "rss_kib_per_conn=%.3f\n",
            t_name, conns, rounds, r.open_s, r.trips_per_s, r.rss_kib_per_conn);

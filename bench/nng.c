@@ -48,15 +48,18 @@ static void peer_removed(nng_pipe p, nng_pipe_ev ev, void *arg)
     nng_mtx_unlock(peer->mtx);
 }
 
-/* A pair1 socket that takes messages of any size: the default limit,
- * 1 MiB, would drop the connection on the 1 MiB messages of thr. */
+/* A pair1 socket that takes messages of any size (RECVMAXSZ 0).  nng
+ * 1.5.2 already defaults to 0; set anyway, as thr sends 1 MiB messages
+ * and a build with a limit would drop the connection on them. */
 static int open_socket(nng_socket *sock, struct peer **peer)
 {
     int rv;
     if (!(*peer = calloc(1, sizeof **peer)))
         return -1;
-    if ((rv = nng_mtx_alloc(&(*peer)->mtx)) != 0 || (rv = nng_cv_alloc(&(*peer)->cv, (*peer)->mtx)) != 0 ||
-        (rv = nng_pair1_open(sock)) != 0 || (rv = nng_socket_set_size(*sock, NNG_OPT_RECVMAXSZ, 0)) != 0 ||
+    if ((rv = nng_mtx_alloc(&(*peer)->mtx)) != 0 ||
+        (rv = nng_cv_alloc(&(*peer)->cv, (*peer)->mtx)) != 0 ||
+        (rv = nng_pair1_open(sock)) != 0 ||
+        (rv = nng_socket_set_size(*sock, NNG_OPT_RECVMAXSZ, 0)) != 0 ||
         (rv = nng_pipe_notify(*sock, NNG_PIPE_EV_REM_POST, peer_removed, *peer)) != 0) {
         nng_fail("socket", rv);
         return -1;

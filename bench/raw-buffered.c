@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #define OUT_LEN (64u * 1024u)
-#define IN_LEN (256u * 1024u)
+#define IN_LEN (64u * 1024u)
 
 const char t_name[] = "raw-buffered";
 

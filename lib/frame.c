@@ -5,20 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-void sm_frame_header_put(uint8_t out[SM_HEADER_LEN], uint32_t len)
-{
-    out[0] = (uint8_t)(len >> 24);
-    out[1] = (uint8_t)(len >> 16);
-    out[2] = (uint8_t)(len >> 8);
-    out[3] = (uint8_t)len;
-}
-
-uint32_t sm_frame_header_get(const uint8_t in[SM_HEADER_LEN])
-{
-    return (uint32_t)in[0] << 24 | (uint32_t)in[1] << 16 |
-           (uint32_t)in[2] << 8 | (uint32_t)in[3];
-}
-
 void sm_decoder_init(sm_decoder *d, uint32_t max_frame)
 {
     memset(d, 0, sizeof *d);

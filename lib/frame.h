@@ -11,8 +11,20 @@
 
 #define SM_HEADER_LEN 4
 
-void sm_frame_header_put(uint8_t out[SM_HEADER_LEN], uint32_t len);
-uint32_t sm_frame_header_get(const uint8_t in[SM_HEADER_LEN]);
+/* Inline: they run once per message on the fast paths. */
+static inline void sm_frame_header_put(uint8_t out[SM_HEADER_LEN], uint32_t len)
+{
+    out[0] = (uint8_t)(len >> 24);
+    out[1] = (uint8_t)(len >> 16);
+    out[2] = (uint8_t)(len >> 8);
+    out[3] = (uint8_t)len;
+}
+
+static inline uint32_t sm_frame_header_get(const uint8_t in[SM_HEADER_LEN])
+{
+    return (uint32_t)in[0] << 24 | (uint32_t)in[1] << 16 |
+           (uint32_t)in[2] << 8 | (uint32_t)in[3];
+}
 
 /* Called once per complete message; msg is valid only during the call.
  * A nonzero return stops sm_decoder_feed, which returns that value. */

@@ -1548,3 +1548,254 @@ Test(errors, negative_timeouts_are_einval)
     cr_assert_eq(sm_listen_opts(&l, "127.0.0.1:0", &neg), SM_EINVAL);
     cr_assert_eq(sm_connect_opts(&c, "127.0.0.1:1", &neg), SM_EINVAL);
 }
+
+/* ------------------------------------------------------------------ */
+/* Batched sends (SM_MORE, sm_flush) and the zero-copy receive         */
+/* ------------------------------------------------------------------ */
+
+/* Nothing arrives within a short wait: the frames are still held. */
+static void assert_nothing_arrives(int fd)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    cr_assert_eq(poll(&p, 1, 50), 0, "held frames stay held (%d bytes arrived)",
+                 kernel_unread(fd));
+}
+
+/* Receives messages first..first+count-1 sent as pattern_fill(i, b2b_len(i)). */
+static void expect_b2b(sm_conn *s, int first, int count)
+{
+    uint8_t got[512];
+    for (int i = first; i < first + count; i++) {
+        ssize_t n = sm_recv(s, got, sizeof got);
+        cr_assert_eq(n, (ssize_t)b2b_len(i), "message %d: %zd (%s)", i, n, sm_last_error());
+        cr_assert_eq(pattern_check(got, (size_t)n, (unsigned)i), (size_t)n, "message %d", i);
+    }
+}
+
+static void send_b2b(sm_conn *c, int first, int count, int flags)
+{
+    uint8_t msg[512];
+    for (int i = first; i < first + count; i++) {
+        pattern_fill(msg, b2b_len(i), (unsigned)i);
+        cr_assert_eq(sm_send_flags(c, msg, b2b_len(i), flags), 0, "send %d: %s", i,
+                     sm_last_error());
+    }
+}
+
+Test(batch, more_holds_frames_until_flush, .timeout = 20)
+{
+    sm_listener *l;
+    sm_conn *s, *c;
+    open_pair("127.0.0.1:0", NULL, &l, &s, &c);
+    send_b2b(c, 0, 100, SM_MORE);
+    assert_nothing_arrives(sm_conn_fd(s));
+    cr_assert_eq(sm_flush(c), 0, "%s", sm_last_error());
+    cr_assert_eq(sm_flush(c), 0, "flushing nothing is fine");
+    expect_b2b(s, 0, 100);
+    close_pair(l, s, c);
+}
+
+Test(batch, plain_send_writes_held_frames_first, .timeout = 20)
+{
+    sm_listener *l;
+    sm_conn *s, *c;
+    open_pair("unix:/tmp/sm-tconn-batch.sock", NULL, &l, &s, &c);
+    send_b2b(c, 0, 10, SM_MORE);
+    send_b2b(c, 10, 1, 0);
+    expect_b2b(s, 0, 11);
+    close_pair(l, s, c);
+}
+
+Test(batch, receive_writes_held_frames_first, .timeout = 20)
+{
+    sm_listener *l;
+    sm_conn *s, *c;
+    sm_options o = { .recv_timeout_ms = 100 };
+    open_pair("127.0.0.1:0", &o, &l, &s, &c);
+    const void *view;
+    uint8_t buf[8];
+    void *alloc;
+    send_b2b(c, 0, 3, SM_MORE);
+    cr_assert_eq(sm_recv(c, buf, sizeof buf), SM_ETIMEDOUT, "no reply: but the frames left");
+    expect_b2b(s, 0, 3);
+    send_b2b(c, 3, 3, SM_MORE);
+    cr_assert_eq(sm_recv_view(c, &view), SM_ETIMEDOUT);
+    expect_b2b(s, 3, 3);
+    send_b2b(c, 6, 3, SM_MORE);
+    cr_assert_eq(sm_recv_alloc(c, &alloc), SM_ETIMEDOUT);
+    expect_b2b(s, 6, 3);
+    close_pair(l, s, c);
+}
+
+Test(batch, at_most_send_buffer_bytes_are_held, .timeout = 20)
+{
+    sm_listener *l;
+    sm_conn *s, *c;
+    sm_options o = { .recv_timeout_ms = 200 };
+    open_pair("127.0.0.1:0", &o, &l, &s, &c);
+    enum { LEN = 1000, COUNT = 200 }; /* 200 frames: about three buffers */
+    uint8_t msg[LEN], got[LEN];
+    for (int i = 0; i < COUNT; i++) {
+        pattern_fill(msg, LEN, (unsigned)i);
+        cr_assert_eq(sm_send_flags(c, msg, LEN, SM_MORE), 0);
+    }
+    /* Without a flush, all but at most SM_SEND_BUFFER bytes arrive. */
+    int arrived = 0;
+    ssize_t n;
+    while ((n = sm_recv(s, got, LEN)) == LEN) {
+        cr_assert_eq(pattern_check(got, LEN, (unsigned)arrived), LEN, "message %d", arrived);
+        arrived++;
+    }
+    cr_assert_eq(n, SM_ETIMEDOUT, "%s", sm_last_error());
+    cr_assert_geq(arrived, (COUNT * (4 + LEN) - (int)SM_SEND_BUFFER) / (4 + LEN));
+    cr_assert_lt(arrived, COUNT, "the last ones are still held");
+    /* A frame larger than the buffer goes out at once, after the rest. */
+    uint8_t *big = malloc(SM_SEND_BUFFER + 1);
+    cr_assert_not_null(big);
+    pattern_fill(big, SM_SEND_BUFFER + 1, 999);
+    struct send_job j = { .c = c, .msg = big, .len = SM_SEND_BUFFER + 1, .count = 1 };
+    pthread_t t;
+    pthread_create(&t, NULL, send_job_run, &j);
+    for (int i = arrived; i < COUNT; i++) {
+        cr_assert_eq(sm_recv(s, got, LEN), LEN, "message %d: %s", i, sm_last_error());
+        cr_assert_eq(pattern_check(got, LEN, (unsigned)i), LEN, "message %d", i);
+    }
+    void *last;
+    n = sm_recv_alloc(s, &last);
+    pthread_join(t, NULL);
+    cr_assert_eq(j.rc, 0);
+    cr_assert_eq(n, (ssize_t)SM_SEND_BUFFER + 1);
+    cr_assert_eq(pattern_check(last, (size_t)n, 999), (size_t)n);
+    free(last);
+    free(big);
+    close_pair(l, s, c);
+}
+
+Test(batch, close_writes_held_frames, .timeout = 20)
+{
+    sm_listener *l;
+    sm_conn *s, *c;
+    open_pair("127.0.0.1:0", NULL, &l, &s, &c);
+    send_b2b(c, 0, 5, SM_MORE);
+    sm_close(c);
+    expect_b2b(s, 0, 5);
+    uint8_t got[8];
+    cr_assert_eq(sm_recv(s, got, sizeof got), SM_ECLOSED);
+    sm_close(s);
+    sm_listener_close(l);
+}
+
+Test(batch, dead_peer_is_reported_by_flush, .timeout = 20)
+{
+    sm_listener *l;
+    sm_conn *s, *c;
+    open_pair("127.0.0.1:0", NULL, &l, &s, &c);
+    sm_close(s);
+    /* The first write draws the peer's reset; a later one sees it. */
+    int rc = 0;
+    for (int i = 0; i < 100 && rc == 0; i++) {
+        rc = sm_send_flags(c, "x", 1, SM_MORE);
+        if (rc == 0)
+            rc = sm_flush(c);
+        if (rc == 0)
+            sleep_ms(5);
+    }
+    cr_assert(rc == -EPIPE || rc == -ECONNRESET, "rc %d: %s", rc, sm_last_error());
+    cr_assert_neq(strstr(sm_last_error(), "flush"), NULL, "%s", sm_last_error());
+    sm_close(c);
+    sm_listener_close(l);
+}
+
+Test(batch, unknown_flags_and_null_are_einval)
+{
+    cr_assert_eq(sm_send_flags(NULL, "x", 1, SM_MORE), SM_EINVAL);
+    cr_assert_eq(sm_flush(NULL), SM_EINVAL);
+    sm_listener *l;
+    sm_conn *s, *c;
+    open_pair("127.0.0.1:0", NULL, &l, &s, &c);
+    cr_assert_eq(sm_send_flags(c, "x", 1, 2), SM_EINVAL);
+    cr_assert_eq(sm_send_flags(c, NULL, 1, SM_MORE), SM_EINVAL);
+    close_pair(l, s, c);
+}
+
+/* Sends view_sizes[i] bytes of pattern i, in order, from a thread. */
+static const size_t view_sizes[] = { 0, 1, 1000, SM_RECV_BUFFER, SM_RECV_BUFFER + 1,
+                                     1u << 20, 100, 2u << 20, 7 };
+enum { VIEW_COUNT = sizeof view_sizes / sizeof view_sizes[0] };
+
+static void *send_view_sizes(void *arg)
+{
+    sm_conn *c = arg;
+    intptr_t rc = 0;
+    for (size_t i = 0; i < VIEW_COUNT && rc == 0; i++) {
+        uint8_t *msg = malloc(view_sizes[i] + 1);
+        if (!msg)
+            return (void *)-1;
+        pattern_fill(msg, view_sizes[i], (unsigned)i);
+        rc = sm_send(c, msg, view_sizes[i]);
+        free(msg);
+    }
+    return (void *)rc;
+}
+
+/* Each view is checked before the next call, which may reuse its memory. */
+Test(view, messages_of_every_size_are_viewed_whole, .timeout = 60)
+{
+    sm_listener *l;
+    sm_conn *s, *c;
+    open_pair("127.0.0.1:0", NULL, &l, &s, &c);
+    pthread_t t;
+    pthread_create(&t, NULL, send_view_sizes, c);
+    for (size_t i = 0; i < VIEW_COUNT; i++) {
+        const void *view = NULL;
+        ssize_t n = sm_recv_view(s, &view);
+        cr_assert_eq(n, (ssize_t)view_sizes[i], "message %zu: %zd (%s)", i, n, sm_last_error());
+        cr_assert_not_null(view);
+        cr_assert_eq(pattern_check(view, (size_t)n, (unsigned)i), (size_t)n, "message %zu", i);
+    }
+    void *rc;
+    pthread_join(t, &rc);
+    cr_assert_null(rc, "sender failed");
+    close_pair(l, s, c);
+}
+
+Test(view, errors_leave_no_view, .timeout = 20)
+{
+    const void *view = (const void *)1;
+    cr_assert_eq(sm_recv_view(NULL, &view), SM_EINVAL);
+    cr_assert_null(view);
+    sm_listener *l;
+    sm_conn *s;
+    sm_options o = { .max_frame = 100 };
+    int fd = raw_pair("127.0.0.1:0", &o, &l, &s);
+    cr_assert_eq(sm_recv_view(s, NULL), SM_EINVAL);
+    uint8_t frame[4 + 3] = { 0, 0, 0, 3, 'a', 'b', 'c' };
+    cr_assert_eq(raw_write(fd, frame, sizeof frame), 0);
+    cr_assert_eq(sm_recv_view(s, &view), 3);
+    cr_assert(memcmp(view, "abc", 3) == 0);
+    put_be32(frame, 101);
+    cr_assert_eq(raw_write(fd, frame, 4), 0);
+    view = (const void *)1;
+    cr_assert_eq(sm_recv_view(s, &view), SM_ETOOBIG, "%s", sm_last_error());
+    cr_assert_null(view);
+    cr_assert_eq(sm_recv_view(s, &view), SM_ETOOBIG, "sticks");
+    close(fd);
+    sm_close(s);
+    sm_listener_close(l);
+}
+
+Test(view, peer_closing_is_eclosed, .timeout = 20)
+{
+    sm_listener *l;
+    sm_conn *s, *c;
+    open_pair("127.0.0.1:0", NULL, &l, &s, &c);
+    cr_assert_eq(sm_send(c, "last", 4), 0);
+    sm_close(c);
+    const void *view;
+    cr_assert_eq(sm_recv_view(s, &view), 4);
+    cr_assert(memcmp(view, "last", 4) == 0);
+    cr_assert_eq(sm_recv_view(s, &view), SM_ECLOSED);
+    cr_assert_null(view);
+    sm_close(s);
+    sm_listener_close(l);
+}
