@@ -245,6 +245,7 @@ static uint8_t duplex_byte(unsigned i, size_t k)
 
 struct duplex {
     sm_conn *c;
+    int flags;      /* SM_MORE: batched sends and zero-copy receives */
     unsigned done;  /* messages handled */
     int rc;         /* first library error */
     char err[200];  /* first content error */
@@ -263,7 +264,10 @@ static void *duplex_send(void *arg)
         size_t len = duplex_len(i);
         for (size_t k = 0; k < len; k++)
             buf[k] = duplex_byte(i, k);
-        d->rc = sm_send(d->c, buf, len);
+        /* Every 16th and the last go out at once; the receiving thread's
+         * calls flush the others in between. */
+        int more = i % 16 != 15 && i != DUPLEX_COUNT - 1;
+        d->rc = sm_send_flags(d->c, buf, len, more ? d->flags : 0);
         if (d->rc == 0)
             d->done++;
     }
@@ -282,7 +286,11 @@ static void *duplex_recv(void *arg)
         return NULL;
     }
     for (unsigned i = 0; i < DUPLEX_COUNT && d->rc == 0 && !d->err[0]; i++) {
-        ssize_t n = sm_recv(d->c, buf, cap);
+        const uint8_t *msg = buf;
+        const void *view;
+        ssize_t n = d->flags ? sm_recv_view(d->c, &view) : sm_recv(d->c, buf, cap);
+        if (d->flags)
+            msg = view;
         if (n < 0) {
             d->rc = (int)n;
             snprintf(d->err, sizeof d->err, "echo %u: %s", i, sm_last_error());
@@ -294,7 +302,7 @@ static void *duplex_recv(void *arg)
             break;
         }
         for (size_t k = 0; k < (size_t)n; k++) {
-            if (buf[k] != duplex_byte(i, k)) {
+            if (msg[k] != duplex_byte(i, k)) {
                 snprintf(d->err, sizeof d->err, "echo %u: byte %zu differs", i, k);
                 break;
             }
@@ -312,12 +320,16 @@ static void *duplex_echo(void *arg)
     struct duplex *d = arg;
     for (unsigned i = 0; i < DUPLEX_COUNT && d->rc == 0; i++) {
         void *m = NULL;
-        ssize_t n = sm_recv_alloc(d->c, &m);
+        const void *view;
+        ssize_t n = d->flags ? sm_recv_view(d->c, &view) : sm_recv_alloc(d->c, &m);
         if (n < 0) {
             d->rc = (int)n;
             break;
         }
-        d->rc = sm_send(d->c, m, (size_t)n);
+        /* A view stays valid until the next receive: this send is fine, and
+         * with SM_MORE that next receive writes the echo. */
+        int last = i == DUPLEX_COUNT - 1;
+        d->rc = sm_send_flags(d->c, d->flags ? view : m, (size_t)n, last ? 0 : d->flags);
         free(m);
         if (d->rc == 0)
             d->done++;
@@ -325,13 +337,14 @@ static void *duplex_echo(void *arg)
     return NULL;
 }
 
-static void full_duplex(const char *addr)
+static void full_duplex(const char *addr, int flags)
 {
     sm_listener *l;
     sm_conn *peer, *mine;
     sm_options o = { .recv_timeout_ms = 10000, .send_timeout_ms = 10000 };
     open_pair(addr, &o, &l, &peer, &mine);
-    struct duplex echo = { peer, 0, 0, "" }, tx = { mine, 0, 0, "" }, rx = { mine, 0, 0, "" };
+    struct duplex echo = { peer, flags, 0, 0, "" }, tx = { mine, flags, 0, 0, "" },
+                  rx = { mine, flags, 0, 0, "" };
     pthread_t te, ts, tr;
     cr_assert_eq(pthread_create(&te, NULL, duplex_echo, &echo), 0);
     cr_assert_eq(pthread_create(&tr, NULL, duplex_recv, &rx), 0);
@@ -368,12 +381,17 @@ static void full_duplex(const char *addr)
 
 Test(threads, send_and_receive_at_once_tcp, .timeout = 60)
 {
-    full_duplex("127.0.0.1:0");
+    full_duplex("127.0.0.1:0", 0);
+}
+
+Test(threads, batched_send_and_view_receive_at_once_tcp, .timeout = 60)
+{
+    full_duplex("127.0.0.1:0", SM_MORE);
 }
 
 Test(threads, send_and_receive_at_once_unix, .timeout = 60)
 {
     char addr[128];
     unix_addr(addr, sizeof addr, "duplex");
-    full_duplex(addr);
+    full_duplex(addr, 0);
 }
