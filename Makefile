@@ -84,7 +84,8 @@ $(BUILD)/examples/%: examples/%.c $(STATIC)
 HAVE_ZMQ := $(shell pkg-config --exists libzmq 2>/dev/null && echo yes)
 HAVE_NNG := $(shell echo '\#include <nng/nng.h>' | $(CC) -E -x c - >/dev/null 2>&1 && echo yes)
 BENCH_TRANSPORTS := sockmsg raw-naive raw-buffered $(if $(HAVE_ZMQ),zmq) $(if $(HAVE_NNG),nng)
-BENCH_BIN := $(BENCH_TRANSPORTS:%=$(BUILD)/bench/bench-%)
+BENCH_RUN := $(or $(BENCH_ONLY),$(BENCH_TRANSPORTS))
+BENCH_BIN := $(BENCH_RUN:%=$(BUILD)/bench/bench-%)
 BENCH_COMMON := bench/bench.c bench/rawsock.c
 
 $(BUILD)/bench/bench-zmq: EXTRA_LIBS = $(shell pkg-config --libs libzmq 2>/dev/null)
@@ -97,7 +98,7 @@ $(BUILD)/bench/bench-%: bench/%.c $(BENCH_COMMON) bench/bench.h bench/rawsock.h 
 # Benchmarks report figures as ratios within one run; they never assert
 # timings.  QUICK=1 is a smoke run; BENCH_ONLY=sockmsg limits transports.
 bench: lib $(BENCH_BIN)
-	python3 bench/run.py --build $(BUILD) --transports "$(or $(BENCH_ONLY),$(BENCH_TRANSPORTS))" \
+	python3 bench/run.py --build $(BUILD) --transports "$(BENCH_RUN)" \
 	    $(if $(QUICK),--quick) --out bench/results --chart docs/bench-ratios.png
 
 $(BUILD)/tests/%.o: tests/%.c
@@ -136,8 +137,10 @@ uninstall:
 demo: examples
 	sh examples/demo.sh $(BUILD)/examples
 
-# Debian packages the build and the tests need; sudo only when not root.
-DEB_PACKAGES := build-essential clang pkg-config libcriterion-dev libcrypt-dev python3
+# Debian packages the build, the tests and the benchmark baselines need
+# (ZeroMQ, nng and gnuplot are for make bench only); sudo only when not root.
+DEB_PACKAGES := build-essential clang pkg-config libcriterion-dev libcrypt-dev python3 \
+                libzmq3-dev libnng-dev gnuplot-nox
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 deps:
 	$(SUDO) apt-get update -q

@@ -230,7 +230,7 @@ set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
 set logscale y
-set yrange [0.005:5]
+set yrange [0.001:4]
 set grid ytics
 set key outside right
 set xtics rotate by -20 scale 0
@@ -251,7 +251,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--build", default="build")
     ap.add_argument("--transports", default="sockmsg raw-naive raw-buffered zmq nng")
-    ap.add_argument("--reps", type=int, default=int(os.environ.get("REPS", 3)))
+    ap.add_argument("--reps", type=int, default=int(os.environ.get("REPS", 5)))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--chart", default="docs/bench-ratios.png")
