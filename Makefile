@@ -5,6 +5,7 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 BINDIR     ?= $(PREFIX)/bin
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+MANDIR     ?= $(PREFIX)/share/man
 
 CC      ?= cc
 # SANITIZE=address,undefined (or thread) builds everything instrumented,
@@ -48,9 +49,9 @@ endif
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 UNIT     := $(BUILD)/tests/unit
 
-.PHONY: all lib examples bench check unit-tests install-test install uninstall demo deps clean help
+.PHONY: all lib examples tools bench check unit-tests install-test script-tests install uninstall demo deps clean help
 
-all: lib examples
+all: lib examples tools
 
 lib: $(STATIC) $(SHARED) $(BUILD)/libsockmsg.so
 
@@ -70,6 +71,17 @@ $(BUILD)/libsockmsg.so: $(SHARED)
 	ln -sf $(SONAME) $@
 
 examples: $(EXAMPLES)
+
+# Command-line tools, tools/<name>.c -> $(BUILD)/<name> (smcat).
+TOOLS := $(patsubst tools/%.c,$(BUILD)/%,$(wildcard tools/*.c))
+tools: $(TOOLS)
+
+$(BUILD)/%: tools/%.c $(STATIC)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $< $(STATIC) $(ALL_LDFLAGS) -o $@
+
+# Man pages, docs/man/<name>.<section>.
+MAN_PAGES := $(wildcard docs/man/*.[137])
 
 # login-server hashes passwords with the system's libcrypt.
 $(BUILD)/examples/login-server: EXTRA_LIBS = -lcrypt
@@ -110,11 +122,17 @@ $(UNIT): $(TEST_OBJ) $(STATIC)
 
 # The Criterion run comes last so its summary is the closing line.
 # CHECK_FILTER='threads/*' runs a subset (used for ThreadSanitizer).
-check: all $(UNIT) $(if $(SANITIZE)$(CHECK_FILTER),,install-test)
+check: all $(UNIT) $(if $(SANITIZE)$(CHECK_FILTER),,install-test script-tests)
 	TSAN_OPTIONS=halt_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp $(UNIT) -j2 $(if $(CHECK_FILTER),--filter='$(CHECK_FILTER)')
 
 install-test: all
 	sh tests/install.sh
+
+# Shell-driven tests, each given the build directory: smcat, the man pages,
+# the Python peers (tests/*.sh other than install.sh).
+SCRIPT_TESTS := $(filter-out tests/install.sh,$(wildcard tests/*.sh))
+script-tests: all
+	@for t in $(SCRIPT_TESTS); do echo "== $$t"; sh $$t $(BUILD) || exit 1; done
 
 install: all
 	install -d $(DESTDIR)$(INCLUDEDIR)/sockmsg $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR)
@@ -126,6 +144,11 @@ install: all
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
 	    sockmsg.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/sockmsg.pc
+	$(if $(TOOLS),install -d $(DESTDIR)$(BINDIR) && install -m 755 $(TOOLS) $(DESTDIR)$(BINDIR)/)
+	for sec in 1 3 7; do \
+	    pages=$$(ls docs/man/*.$$sec 2>/dev/null) || continue; \
+	    install -d $(DESTDIR)$(MANDIR)/man$$sec && install -m 644 $$pages $(DESTDIR)$(MANDIR)/man$$sec/; \
+	done
 
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/sockmsg/sockmsg.h
@@ -133,6 +156,8 @@ uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libsockmsg.a $(DESTDIR)$(LIBDIR)/libsockmsg.so \
 	      $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/$(notdir $(SHARED)) \
 	      $(DESTDIR)$(PKGCONFIGDIR)/sockmsg.pc
+	rm -f $(TOOLS:$(BUILD)/%=$(DESTDIR)$(BINDIR)/%)
+	rm -f $(foreach p,$(MAN_PAGES),$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(p)))/$(notdir $(p)))
 
 demo: examples
 	sh examples/demo.sh $(BUILD)/examples
@@ -140,7 +165,7 @@ demo: examples
 # Debian packages the build, the tests and the benchmark baselines need
 # (ZeroMQ, nng and gnuplot are for make bench only); sudo only when not root.
 DEB_PACKAGES := build-essential clang pkg-config libcriterion-dev libcrypt-dev python3 \
-                libzmq3-dev libnng-dev gnuplot-nox
+                mandoc man-db libzmq3-dev libnng-dev gnuplot-nox
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 deps:
 	$(SUDO) apt-get update -q
