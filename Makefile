@@ -49,7 +49,7 @@ endif
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 UNIT     := $(BUILD)/tests/unit
 
-.PHONY: all lib examples tools bench check unit-tests install-test script-tests install uninstall demo deps clean help
+.PHONY: all lib examples tools bench fuzz check unit-tests install-test script-tests install uninstall demo deps clean help
 
 all: lib examples tools
 
@@ -112,6 +112,30 @@ $(BUILD)/bench/bench-%: bench/%.c $(BENCH_COMMON) bench/bench.h bench/rawsock.h 
 bench: lib $(BENCH_BIN)
 	python3 bench/run.py --build $(BUILD) --transports "$(BENCH_RUN)" \
 	    $(if $(QUICK),--quick) --out bench/results --chart docs/bench-ratios.png
+
+# Fuzzing: libFuzzer targets tests/fuzz/fuzz_*.c, built by clang with the
+# library's sources.  `make fuzz FUZZ_SECONDS=N` runs each for N seconds,
+# starting from the committed seeds in tests/fuzz/corpus/<target>/.
+FUZZ_SECONDS ?= 60
+FUZZ_DIR     := build/fuzz
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(FUZZ_DIR)/%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE $(WARN) -g -O1 -fno-omit-frame-pointer \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Iinclude -Ilib
+
+$(FUZZ_DIR)/%: tests/fuzz/%.c $(LIB_SRC) $(wildcard lib/*.h) $(HEADER)
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) $< $(LIB_SRC) -pthread -o $@
+
+fuzz: $(FUZZ_TARGETS)
+	@for t in $(FUZZ_TARGETS); do \
+	    name=$$(basename $$t); mkdir -p $(FUZZ_DIR)/corpus-$$name; \
+	    echo "== $$name for $(FUZZ_SECONDS) s"; \
+	    $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/$$name- \
+	        $(FUZZ_DIR)/corpus-$$name tests/fuzz/corpus/$$name 2>$(FUZZ_DIR)/$$name.log \
+	        || { tail -n 40 $(FUZZ_DIR)/$$name.log; exit 1; }; \
+	    grep -E '^#[0-9]+.*DONE|stat::number_of_executed_units|cov:' $(FUZZ_DIR)/$$name.log | tail -n 2; \
+	    echo "corpus: $$(ls $(FUZZ_DIR)/corpus-$$name | wc -l) new inputs"; \
+	done
 
 $(BUILD)/tests/%.o: tests/%.c
 	@mkdir -p $(@D)

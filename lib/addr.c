@@ -45,6 +45,8 @@ static int parse_host(sm_addr *a, const char *host, size_t len, const char *text
         return sm_error_set(SM_EADDR, "'%s': host name too long", text);
     if (memchr(host, ':', len))
         return sm_error_set(SM_EADDR, "'%s': write IPv6 addresses in brackets, as [::1]:port", text);
+    if (memchr(host, '[', len) || memchr(host, ']', len))
+        return sm_error_set(SM_EADDR, "'%s': brackets only around a whole IPv6 address", text);
     memcpy(a->host, host, len);
     a->host[len] = '\0';
     return 0;
@@ -66,6 +68,8 @@ int sm_addr_parse(sm_addr *a, const char *text)
         size_t len = (size_t)(close - text - 1);
         if (len >= sizeof a->host)
             return sm_error_set(SM_EADDR, "'%s': host name too long", text);
+        if (memchr(text + 1, '[', len))
+            return sm_error_set(SM_EADDR, "'%s': brackets only around a whole IPv6 address", text);
         memcpy(a->host, text + 1, len);
         a->host[len] = '\0';
         rc = 0;

@@ -182,14 +182,15 @@ static int grow_table(sm_server *s, int fd)
     return 0;
 }
 
-static void client_open(sm_server *s, int fd, int family)
+/* Registers fd as a new client; NULL (and fd closed) on failure. */
+static struct client *client_open(sm_server *s, int fd, int family)
 {
     struct client *c = NULL;
     if ((uint64_t)fd > ID_FD_MASK ||
         ((size_t)fd >= s->by_fd_len && grow_table(s, fd)) ||
         !(c = calloc(1, sizeof *c))) {
         close(fd);
-        return;
+        return NULL;
     }
     c->fd = fd;
     c->id = (sm_conn_id)(atomic_fetch_add(&next_sequence, 1) << ID_FD_BITS) | (uint64_t)fd;
@@ -197,7 +198,7 @@ static void client_open(sm_server *s, int fd, int family)
     if (sm_poller_add(s->poller, fd, c->id, SM_POLL_IN)) {
         free(c);
         close(fd);
-        return;
+        return NULL;
     }
     sm_sock_set_nodelay(fd, family, s->opt.nagle);
     sm_decoder_init(&c->decoder, s->opt.max_frame);
@@ -207,6 +208,16 @@ static void client_open(sm_server *s, int fd, int family)
     s->stats.conns++;
     if (s->handlers.on_open)
         s->handlers.on_open(s, c->id, s->arg);
+    return c;
+}
+
+int sm_server_adopt(sm_server *s, int fd, sm_conn_id *id)
+{
+    struct client *c = client_open(s, fd, AF_UNIX);
+    if (!c)
+        return SM_ENOMEM;
+    *id = c->id;
+    return 0;
 }
 
 static void accept_clients(sm_server *s, int index)

@@ -48,7 +48,9 @@ Test(addr, malformed_are_rejected)
     memset(long_path + 6, 'a', sizeof long_path - 7);
     const char *bad[] = { "", "nocolon", "host:", "host:-1", "host:65536",
                           "host:99999", "host:12ab", "host:123456", "::1:80",
-                          "[::1:80", "[::1]80", "[]:80", "unix:", long_path };
+                          "[::1:80", "[::1]80", "[]:80", "unix:", long_path,
+                          /* found by fuzz_addr: brackets inside a host */
+                          "[[]:1", "[[::1]:1", "a]b:1", "x[y:1" };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         sm_addr a;
         cr_assert_eq(sm_addr_parse(&a, bad[i]), SM_EADDR, "'%s' accepted", bad[i]);
