@@ -218,12 +218,20 @@ SM_API int sm_flush(sm_conn *c)
     return rc ? sm_error_set(rc, "flush held messages") : 0;
 }
 
-/* A receive writes held messages first: the reply may depend on them. */
+/* A receive writes held messages first: the reply may depend on them.
+ * If another thread holds the send lock, it is sending: a plain send takes
+ * the held frames along, and a batch it is still adding to is its own to
+ * end.  Waiting for it instead could deadlock this receiver against a
+ * peer that is blocked writing to us. */
 static int flush_before_receive(sm_conn *c)
 {
     if (!atomic_load_explicit(&c->holding, memory_order_relaxed))
         return 0;
-    return sm_flush(c);
+    if (pthread_mutex_trylock(&c->send_lock) != 0)
+        return 0;
+    int rc = c->held_len ? write_frames(c, NULL, 0) : 0;
+    pthread_mutex_unlock(&c->send_lock);
+    return rc ? sm_error_set(rc, "flush held messages") : 0;
 }
 
 /* Records a receive failure; all but a resumable timeout stick. */

@@ -184,7 +184,10 @@ SM_API int sm_send(sm_conn *c, const void *msg, size_t len);
  * system call per 64 KiB instead of one per message.  The held frames are
  * written, in order and in one writev with the new frame, by the first of:
  * a send without SM_MORE, a frame that does not fit, sm_flush, any receive
- * on the connection (the reply may depend on them), and sm_close.
+ * on the connection (the reply may depend on them), and sm_close.  A
+ * receive skips this while another thread is inside a send on the same
+ * connection: a thread that batches should end its batch itself, with a
+ * plain send or sm_flush.
  * msg stays the caller's in every case.
  *
  * Errors: as sm_send, plus SM_EINVAL for an unknown flag and SM_ENOMEM

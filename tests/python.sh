@@ -1,0 +1,242 @@
+#!/bin/sh
+# The Python examples (examples/python: sockmsg.py, server.py, client.py)
+# against the C examples, each other and smcat.
+#
+#   sh tests/python.sh BUILD_DIR       (make check passes it; needs
+#                                       BUILD_DIR/examples/{server,client,echo-server})
+#
+# 1. client.py against the C server (examples/server.c)
+# 2. the C client (examples/client.c) against server.py
+# 3. client.py against server.py; each client must print exactly "TEST\n"
+# 4. sockmsg.py against the C echo-server: messages of 0, 1, 4, ... 65537,
+#    70000 bytes and 1 MiB, each echo checked byte for byte, then three
+#    messages in one write, which must come back as three messages
+# 5. sockmsg.py's error handling on a socket pair: clean close (None),
+#    truncated header and payload, a header over max_len (exactly max_len
+#    passes)
+# 6. as 4, against `smcat --listen 127.0.0.1:0 --echo` when BUILD_DIR/smcat
+#    exists (tools/smcat.c); skipped with a note otherwise
+#
+# Servers listen on 127.0.0.1 port 0 and print the port they got.  Every
+# program runs under timeout(1), so no wait is unbounded, and a server
+# still running when the script ends is killed by its PID.
+set -eu
+
+build=${1:?usage: sh tests/python.sh BUILD_DIR}
+[ -d "$build" ] || { echo "python peers: FAIL: no directory $build" >&2; exit 1; }
+build=$(cd "$build" && pwd)
+cd "$(dirname "$0")/.."
+py=examples/python
+ex=$build/examples
+limit=30 # seconds any one program may run
+# Python as users run it: stdout buffered unless the program flushes (the
+# servers must flush their "listening on" line).  No .pyc files in the tree.
+unset PYTHONUNBUFFERED
+PYTHONDONTWRITEBYTECODE=1
+export PYTHONDONTWRITEBYTECODE
+
+fail() {
+    printf "python peers: FAIL: %s\n" "$*" >&2
+    exit 1
+}
+
+command -v python3 >/dev/null 2>&1 || fail "python3 is not installed (make deps)"
+for f in server client echo-server; do
+    [ -x "$ex/$f" ] || fail "no $ex/$f (build it: make BUILD=$build all)"
+done
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/sm-python.XXXXXX") || fail "mktemp -d"
+pids=
+cleanup() {
+    for p in $pids; do
+        kill "$p" 2>/dev/null || true
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 1' HUP INT TERM
+
+# start NAME COMMAND...: runs COMMAND in the background (stdout and stderr
+# to $tmp/NAME.out and .err), waits at most 10 s for its "listening on
+# ADDR" line and sets $pid and $addr.  A server that exits first fails.
+start() {
+    name=$1
+    shift
+    timeout "$limit" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
+    pid=$!
+    pids="$pids $pid"
+    i=0
+    until grep -qE '^(smcat: )?listening on ' "$tmp/$name.out" "$tmp/$name.err" 2>/dev/null; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            cat "$tmp/$name.err" >&2
+            fail "$name exited without saying where it listens"
+        fi
+        i=$((i + 1))
+        [ "$i" -le 100 ] || fail "$name did not say where it listens within 10 s"
+        sleep 0.1
+    done
+    addr=$(sed -n 's/^\(smcat: \)\{0,1\}listening on //p' "$tmp/$name.out" "$tmp/$name.err" | head -n 1)
+    case $addr in
+    127.0.0.1:[1-9]*) ;;
+    *) fail "$name: listening on '$addr', expected 127.0.0.1:PORT" ;;
+    esac
+}
+
+# finish NAME [STATUS...]: waits (bounded by timeout) for the server
+# started last and checks it exited with a STATUS (default 0) and wrote
+# nothing to stderr but its "listening on" line.
+finish() {
+    name=$1
+    shift
+    st=0
+    wait "$pid" || st=$?
+    pids=$(echo "$pids" | sed "s/ $pid\$//")
+    case " ${*:-0} " in
+    *" $st "*) ;;
+    *) cat "$tmp/$name.err" >&2; fail "$name exited with status $st" ;;
+    esac
+    ! grep -qvE '^(smcat: )?listening on ' "$tmp/$name.err" ||
+        { cat "$tmp/$name.err" >&2; fail "$name wrote to stderr"; }
+}
+
+# client NAME WANT COMMAND...: runs a client; it must exit 0, print exactly
+# the line WANT (byte for byte, newline included) and nothing on stderr.
+client() {
+    name=$1
+    printf '%s\n' "$2" >"$tmp/want"
+    shift 2
+    st=0
+    timeout "$limit" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" || st=$?
+    [ "$st" -eq 0 ] || { cat "$tmp/$name.err" >&2; fail "$name exited with status $st"; }
+    cmp -s "$tmp/want" "$tmp/$name.out" ||
+        fail "$name printed '$(od -An -c "$tmp/$name.out" | tr -s ' \n' ' ')', expected '$(od -An -c "$tmp/want" | tr -s ' \n' ' ')'"
+    [ ! -s "$tmp/$name.err" ] || { cat "$tmp/$name.err" >&2; fail "$name wrote to stderr"; }
+}
+
+cases=0
+
+# 1-3. The tutorial's server and client, in every pairing but C with C.
+start "C server" "$ex/server" 127.0.0.1:0
+client "client.py (C server)" TEST python3 "$py/client.py" "$addr"
+finish "C server"
+cases=$((cases + 1))
+
+start "server.py" python3 "$py/server.py" 127.0.0.1:0
+client "C client (server.py)" TEST "$ex/client" "$addr"
+finish "server.py"
+cases=$((cases + 1))
+
+start "server.py" python3 "$py/server.py" 127.0.0.1:0
+client "client.py (server.py)" TEST python3 "$py/client.py" "$addr"
+finish "server.py"
+cases=$((cases + 1))
+
+# echo_check NAME ADDR: sockmsg.py sends messages of many sizes to the echo
+# server at ADDR and checks every echo byte for byte, then three small
+# messages in one write (the echoes must come back as three messages).
+# Prints "ok N".
+echo_check() {
+    timeout "$limit" python3 - "$py" "$2" >"$tmp/$1.out" 2>"$tmp/$1.err" <<'EOF' ||
+import sys
+sys.path.insert(0, sys.argv[1])
+import sockmsg
+
+def pattern(i, size):
+    # Bytes that depend on the message and the offset: a shifted, mixed-up
+    # or truncated echo never matches.
+    period = bytes((i * 7 + k) % 251 for k in range(251))
+    return (period * (size // 251 + 1))[:size]
+
+sizes = [0, 1, 4, 0, 100, 65535, 65536, 65537, 70000, 1 << 20]
+with sockmsg.connect(sys.argv[2], timeout=20) as s:
+    for i, size in enumerate(sizes):
+        want = b"TEST" if size == 4 else pattern(i, size)
+        sockmsg.send_msg(s, want)
+        got = sockmsg.recv_msg(s)
+        if got != want:
+            sys.exit("message %d: sent %d bytes, got back %s"
+                     % (i, size, "nothing" if got is None else "%d different bytes" % len(got)))
+    glued = [b"hi", b"", b"abc"]
+    s.sendall(b"".join(sockmsg.HEADER.pack(len(m)) + m for m in glued))
+    got = [sockmsg.recv_msg(s) for m in glued]
+    if got != glued:
+        sys.exit("three messages in one write came back as %r" % got)
+print("ok %d" % (len(sizes) + len(glued)))
+EOF
+    { cat "$tmp/$1.err" >&2; fail "$1: sockmsg.py against the echo server"; }
+    [ ! -s "$tmp/$1.err" ] || { cat "$tmp/$1.err" >&2; fail "$1 wrote to stderr"; }
+    grep -qx 'ok 13' "$tmp/$1.out" || fail "$1 printed '$(cat "$tmp/$1.out")', expected 'ok 13'"
+}
+
+# 4. sockmsg.py against the C echo-server, which stops cleanly on SIGTERM.
+start "echo-server" "$ex/echo-server" 127.0.0.1:0
+echo_check "sockmsg.py (echo-server)" "$addr"
+kill -TERM "$pid" 2>/dev/null || true
+finish "echo-server"
+cases=$((cases + 1))
+
+# 5. sockmsg.py's errors, on a socket pair: what arrives, what recv_msg says.
+timeout "$limit" python3 - "$py" >"$tmp/errors.out" 2>"$tmp/errors.err" <<'EOF' ||
+import socket, sys
+sys.path.insert(0, sys.argv[1])
+import sockmsg
+
+def receive(data, **kw):
+    """Write data and close, then call recv_msg: its result or its exception."""
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(data)
+        a.close()
+        b.settimeout(10)
+        try:
+            return sockmsg.recv_msg(b, **kw)
+        except Exception as e:
+            return e
+
+cases = [
+    (b"", lambda r: r is None, "clean close: None"),
+    (b"\0\0\0\4TEST", lambda r: r == b"TEST", "a whole message"),
+    (b"\0\0", lambda r: isinstance(r, sockmsg.TruncatedMessage), "2 header bytes: TruncatedMessage"),
+    (b"\0\0\0\4TE", lambda r: isinstance(r, sockmsg.TruncatedMessage), "half a payload: TruncatedMessage"),
+    (b"\xff\xff\xff\xff", lambda r: isinstance(r, sockmsg.MessageTooBig), "4 GiB header: MessageTooBig"),
+    (b"\x01\0\0\0", lambda r: isinstance(r, sockmsg.MessageTooBig), "16 MiB with max_len 1 MiB: MessageTooBig"),
+]
+bad = 0
+for data, ok, what in cases:
+    kw = {"max_len": 1 << 20} if data == b"\x01\0\0\0" else {}
+    r = receive(data, **kw)
+    if not ok(r):
+        print("%s: got %r" % (what, r), file=sys.stderr)
+        bad += 1
+# Exactly max_len is accepted, one byte more is not.
+a, b = socket.socketpair()
+with a, b:
+    b.settimeout(10)
+    sockmsg.send_msg(a, b"12345")
+    sockmsg.send_msg(a, b"123456")
+    if sockmsg.recv_msg(b, max_len=5) != b"12345":
+        print("a message of exactly max_len was not accepted", file=sys.stderr)
+        bad += 1
+    try:
+        r = sockmsg.recv_msg(b, max_len=5)
+        print("max_len + 1 bytes accepted: %r" % r, file=sys.stderr)
+        bad += 1
+    except sockmsg.MessageTooBig:
+        pass
+sys.exit(1 if bad else 0)
+EOF
+    { cat "$tmp/errors.err" >&2; fail "sockmsg.py error handling"; }
+cases=$((cases + 1))
+
+# 6. smcat (tools/smcat.c), when it is built.
+if [ -x "$build/smcat" ]; then
+    start "smcat --echo" "$build/smcat" --listen 127.0.0.1:0 --echo
+    echo_check "sockmsg.py (smcat --echo)" "$addr"
+    kill -TERM "$pid" 2>/dev/null || true
+    finish "smcat --echo" 0 143 # stopped by SIGTERM: cleanly or by the signal
+    cases=$((cases + 1))
+else
+    echo "python peers: note: $build/smcat not built, smcat case skipped"
+fi
+
+echo "python peers: ok ($cases cases)"

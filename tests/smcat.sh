@@ -1,0 +1,272 @@
+#!/bin/sh
+# tests/smcat.sh BUILD_DIR - end-to-end tests of the smcat tool.
+#
+# Only 127.0.0.1 with port 0 and Unix sockets in a private temporary
+# directory are used, so runs never collide.  Every smcat runs in the
+# background and is waited for with a time limit, so a hung smcat fails
+# the test instead of hanging it; the EXIT trap kills what is left, by PID.
+set -eu
+
+build=${1:-build}
+smcat=$build/smcat
+[ -x "$smcat" ] || { echo "smcat tests: $smcat is not built" >&2; exit 1; }
+
+tmp=$(mktemp -d)
+pids=
+cleanup() {
+    for p in $pids; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM HUP
+
+cases=0
+fail() {
+    echo "smcat tests: FAIL: $*" >&2
+    for f in "$tmp"/*.err; do
+        [ -s "$f" ] && sed "s|^|  $(basename "$f"): |" "$f" >&2
+    done
+    exit 1
+}
+ok() { cases=$((cases + 1)); }
+
+# start NAME ARGS...: smcat ARGS in the background, stdout in NAME.out,
+# stderr in NAME.err, stdin from NAME.in if it exists (else /dev/null).
+start() {
+    name=$1
+    shift
+    in=/dev/null
+    [ -e "$tmp/$name.in" ] && in=$tmp/$name.in
+    "$smcat" "$@" <"$in" >"$tmp/$name.out" 2>"$tmp/$name.err" &
+    eval "pid_$name=$!"
+    pids="$pids $!"
+}
+
+# finish NAME [SECONDS]: waits (at most SECONDS, default 20) for NAME to
+# exit and sets rc to its exit status.
+finish() {
+    eval "p=\$pid_$1"
+    i=0
+    while kill -0 "$p" 2>/dev/null; do
+        i=$((i + 1))
+        [ "$i" -le "$((${2:-20} * 10))" ] || fail "$1 still running after ${2:-20} s"
+        sleep 0.1
+    done
+    rc=0
+    wait "$p" || rc=$?
+}
+
+# run NAME ARGS...: start, then finish.
+run() {
+    start "$@"
+    finish "$1"
+}
+
+# stop NAME: SIGTERM, then wait for it (bounded).
+stop() {
+    eval "kill \$pid_$1" 2>/dev/null || true
+    finish "$1" 10
+}
+
+# addr_of NAME: the address NAME reported in its listening line (<= 5 s).
+addr_of() {
+    i=0
+    until grep -q '^smcat: listening on ' "$tmp/$1.err" 2>/dev/null; do
+        i=$((i + 1))
+        [ "$i" -le 50 ] || fail "$1 never printed its listening line"
+        sleep 0.1
+    done
+    sed -n 's/^smcat: listening on //p' "$tmp/$1.err"
+}
+
+# expect_rc NAME WANT: the last finish's status must be WANT.
+expect_rc() {
+    [ "$rc" -eq "$2" ] || fail "$1: exit status $rc, expected $2"
+}
+
+# be32 N: N as a 4-byte big-endian length header.
+be32() {
+    printf "$(printf '\\%03o\\%03o\\%03o\\%03o' $(($1 >> 24 & 255)) \
+        $(($1 >> 16 & 255)) $(($1 >> 8 & 255)) $(($1 & 255)))"
+}
+
+# --- 1. echo server, and a client that expects one reply -----------------
+start echo --listen 127.0.0.1:0 --echo
+echo_addr=$(addr_of echo)
+case $echo_addr in 127.0.0.1:[1-9]*) ;; *) fail "listening line gave '$echo_addr'" ;; esac
+run hi --connect "$echo_addr" --data hi --expect 1
+expect_rc "--data hi --expect 1" 0
+[ "$(cat "$tmp/hi.out")" = hi ] || fail "echo of hi printed '$(cat "$tmp/hi.out")'"
+ok
+
+# Without --expect: replies are printed until the server closes (it does
+# once smcat has sent everything and half-closed).
+run two --connect "$echo_addr" --data one --data two
+expect_rc "--data one --data two" 0
+[ "$(cat "$tmp/two.out")" = "$(printf 'one\ntwo')" ] || fail "two messages: got '$(cat "$tmp/two.out")'"
+ok
+
+# Stdin lines (the default), --count: one message per line, empty ones too.
+printf 'a\n\nb' >"$tmp/lines.in"
+run lines --connect "$echo_addr" --count 2
+expect_rc "stdin lines --count 2" 0
+[ "$(cat "$tmp/lines.out")" = "$(printf 'a\n\nb\na\n\nb')" ] || fail "stdin lines: got '$(cat "$tmp/lines.out")'"
+ok
+
+# --- 2. binary data, byte-exact, through --format framed and --in framed ----
+head -c 1000 /dev/urandom >"$tmp/small"
+: >"$tmp/empty"
+head -c 10485760 /dev/urandom >"$tmp/big"
+{
+    be32 1000; cat "$tmp/small"
+    be32 0
+    be32 10485760; cat "$tmp/big"
+    be32 1; printf x
+    be32 0
+} >"$tmp/expected.framed"
+
+start cap1 --listen 127.0.0.1:0 --format framed
+run send1 --connect "$(addr_of cap1)" --file "$tmp/small" --file "$tmp/empty" \
+    --file "$tmp/big" --data x --file "$tmp/empty"
+expect_rc "sending files" 0
+finish cap1
+expect_rc "framed capture" 0
+cmp -s "$tmp/cap1.out" "$tmp/expected.framed" || fail "--format framed output differs from the wire format"
+ok
+
+# Replay the capture with another smcat: exactly the same messages arrive.
+cp "$tmp/cap1.out" "$tmp/replay.in"
+start cap2 --listen 127.0.0.1:0 --format framed
+run replay --connect "$(addr_of cap2)" --in framed
+expect_rc "--in framed replay" 0
+finish cap2
+expect_rc "replay capture" 0
+cmp -s "$tmp/cap2.out" "$tmp/expected.framed" || fail "replayed capture differs"
+ok
+
+# The same replay shown raw is the payloads back to back.
+cp "$tmp/cap1.out" "$tmp/replay2.in"
+start raw --listen 127.0.0.1:0 --format raw
+run replay2 --connect "$(addr_of raw)" --stdin-framed
+finish raw
+{ cat "$tmp/small" "$tmp/big"; printf x; } >"$tmp/expected.raw"
+cmp -s "$tmp/raw.out" "$tmp/expected.raw" || fail "--format raw differs from the payloads"
+ok
+
+# A 10 MiB message through the echo server, whole stdin as one message.
+cp "$tmp/big" "$tmp/bigecho.in"
+run bigecho --connect "$echo_addr" --stdin-whole --format raw --expect 1
+expect_rc "10 MiB echo" 0
+cmp -s "$tmp/bigecho.out" "$tmp/big" || fail "10 MiB message came back different"
+ok
+
+# --- 3. --format hex and text escaping --------------------------------------
+run hex --connect "$echo_addr" --data 'hello, framed world!' --data '' --format hex --expect 2
+expect_rc "--format hex" 0
+cat >"$tmp/hex.expected" <<'EOF'
+message 1: 20 bytes
+00000000  68 65 6c 6c 6f 2c 20 66  72 61 6d 65 64 20 77 6f  |hello, framed wo|
+00000010  72 6c 64 21                                       |rld!|
+message 2: 0 bytes
+EOF
+cmp -s "$tmp/hex.out" "$tmp/hex.expected" || fail "--format hex: got: $(cat "$tmp/hex.out")"
+ok
+
+tricky=$(printf 'a\\b\tc\nd\351\177\033[2J~')
+run text --connect "$echo_addr" --data "$tricky" --expect 1
+expect_rc "--format text" 0
+[ "$(cat "$tmp/text.out")" = 'a\\b\x09c\x0ad\xe9\x7f\x1b[2J~' ] ||
+    fail "text escaping: got '$(cat "$tmp/text.out")'"
+ok
+
+# --- 4. exit codes ----------------------------------------------------------
+for args in "--bogus" "" "--connect" "--connect 127.0.0.1:1 --format nope" \
+    "--connect 127.0.0.1:1 --count 0" "--listen 127.0.0.1:0 --echo --data x" \
+    "--connect 127.0.0.1:1 extra"; do
+    # shellcheck disable=SC2086 # split on purpose: one option per word
+    run usage $args
+    expect_rc "smcat $args" 2
+    [ "$(wc -l <"$tmp/usage.err")" -eq 1 ] || fail "smcat $args: error is not one line"
+done
+run usage --bogus
+grep -q "unknown option '--bogus'" "$tmp/usage.err" || fail "unknown option not named"
+ok
+
+run badaddr --connect nonsense --data x
+expect_rc "bad address" 3
+grep -q nonsense "$tmp/badaddr.err" || fail "bad address not named: $(cat "$tmp/badaddr.err")"
+ok
+
+# A listener that waits 300 ms for a client (exit 6) leaves a free port behind.
+run gone --listen 127.0.0.1:0 --timeout 300
+expect_rc "accept --timeout" 6
+gone_addr=$(sed -n 's/^smcat: listening on //p' "$tmp/gone.err")
+run refused --connect "$gone_addr" --data x
+expect_rc "connect refused" 4
+grep -q "Connection refused" "$tmp/refused.err" || fail "refusal not explained: $(cat "$tmp/refused.err")"
+ok
+
+# A peer that sends one message, then stays silent and open: the receive
+# timeout strikes (6).
+start slow --listen 127.0.0.1:0 --data first --count 2 --interval 30000
+run recvto --connect "$(addr_of slow)" --recv-timeout 300
+expect_rc "--recv-timeout" 6
+[ "$(cat "$tmp/recvto.out")" = first ] || fail "recv timeout: message before it lost"
+stop slow
+ok
+
+# Protocol errors (5): a frame over --max-frame; framed input cut short.
+head -c 2000 /dev/urandom >"$tmp/2k"
+start small --listen 127.0.0.1:0 --max-frame 1K
+run tobig --connect "$(addr_of small)" --file "$tmp/2k"
+finish small
+expect_rc "frame over --max-frame" 5
+head -c 1010 "$tmp/cap1.out" >"$tmp/cut.in"
+start sink --listen 127.0.0.1:0 --format framed
+run cut --connect "$(addr_of sink)" --in framed
+expect_rc "truncated framed input" 5
+stop sink
+ok
+
+# The peer closes before --expect N arrived (1).
+start one --listen 127.0.0.1:0 --data only
+run short --connect "$(addr_of one)" --expect 3
+expect_rc "--expect 3, one sent" 1
+finish one
+ok
+
+# --- 5. --retry: start connecting before the server exists -----------------
+start late --connect "unix:$tmp/late.sock" --retry --timeout 10000 --data hi --expect 1
+sleep 0.5
+kill -0 "$pid_late" 2>/dev/null || fail "--retry gave up before the server started"
+start lateserver --listen "unix:$tmp/late.sock" --echo
+finish late
+expect_rc "--retry" 0
+[ "$(cat "$tmp/late.out")" = hi ] || fail "--retry: got '$(cat "$tmp/late.out")'"
+stop lateserver
+expect_rc "echo server on SIGTERM" 0
+ok
+
+run never --connect "unix:$tmp/never.sock" --retry --timeout 300 --data x
+expect_rc "--retry --timeout with no server" 6
+ok
+
+# --- 6. --help, --version, --quiet ------------------------------------------
+run help --help
+expect_rc "--help" 0
+grep -q -- '--connect ADDR' "$tmp/help.out" || fail "--help lacks --connect"
+grep -q 'Exit codes' "$tmp/help.out" || fail "--help lacks the exit codes"
+run version --version
+expect_rc "--version" 0
+grep -Eq '^smcat \(libsockmsg\) [0-9]+\.[0-9]+\.[0-9]+$' "$tmp/version.out" ||
+    fail "--version printed '$(cat "$tmp/version.out")'"
+ok
+
+run quiet --listen "unix:$tmp/q.sock" --quiet --timeout 100
+expect_rc "--quiet, no client" 6
+! grep -q listening "$tmp/quiet.err" || fail "--quiet still printed the listening line"
+ok
+
+stop echo
+expect_rc "echo server on SIGTERM" 0
+echo "smcat tests: ok ($cases cases)"
