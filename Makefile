@@ -49,7 +49,7 @@ endif
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 UNIT     := $(BUILD)/tests/unit
 
-.PHONY: all lib examples tools bench fuzz check unit-tests install-test script-tests install uninstall demo deps clean help
+.PHONY: all lib examples tools bench fuzz lint format format-check check check-valgrind unit-tests install-test script-tests install uninstall demo deps clean help
 
 all: lib examples tools
 
@@ -137,6 +137,28 @@ fuzz: $(FUZZ_TARGETS)
 	    echo "corpus: $$(ls $(FUZZ_DIR)/corpus-$$name | wc -l) new inputs"; \
 	done
 
+# Style and static analysis.  Every C file follows .clang-format; the
+# library, tools and examples pass cppcheck, clang-tidy (.clang-tidy) and
+# gcc -fanalyzer with no findings.
+FORMAT_FILES := $(wildcard lib/*.[ch] include/sockmsg/*.h tools/*.c examples/*.c bench/*.[ch] \
+                  tests/*.c tests/fuzz/*.c tests/tsan/*.c tests/tsan/criterion/*.h)
+LINT_FILES   := $(LIB_SRC) $(wildcard tools/*.c examples/*.c)
+
+format-check:
+	clang-format --dry-run --Werror $(FORMAT_FILES)
+
+format:
+	clang-format -i $(FORMAT_FILES)
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance \
+	    --std=c11 --inline-suppr -D_GNU_SOURCE -Iinclude -Ilib $(LINT_FILES)
+	clang-tidy --quiet $(LINT_FILES) -- -std=c11 -D_GNU_SOURCE -Iinclude -Ilib
+	for f in $(LINT_FILES); do \
+	    gcc -std=c11 -D_GNU_SOURCE -Iinclude -Ilib -fanalyzer -Werror -Wall -Wextra \
+	        -fsyntax-only $$f || exit 1; \
+	done
+
 $(BUILD)/tests/%.o: tests/%.c
 	@mkdir -p $(@D)
 	$(CC) $(TEST_CFLAGS) $(ALL_CFLAGS) -Ilib -DBUILD_DIR='"$(BUILD)"' -c $< -o $@
@@ -148,6 +170,10 @@ $(UNIT): $(TEST_OBJ) $(STATIC)
 # CHECK_FILTER='threads/*' runs a subset (used for ThreadSanitizer).
 check: all $(UNIT) $(if $(SANITIZE)$(CHECK_FILTER),,install-test script-tests)
 	TSAN_OPTIONS=halt_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp $(UNIT) -j2 $(if $(CHECK_FILTER),--filter='$(CHECK_FILTER)')
+
+# The examples' end-to-end tests with every example under valgrind memcheck.
+check-valgrind: all $(UNIT)
+	SM_EXAMPLES_VALGRIND=1 $(UNIT) -j2 --filter='examples/*'
 
 install-test: all
 	sh tests/install.sh
@@ -189,7 +215,8 @@ demo: examples
 # Debian packages the build, the tests and the benchmark baselines need
 # (ZeroMQ, nng and gnuplot are for make bench only); sudo only when not root.
 DEB_PACKAGES := build-essential clang pkg-config libcriterion-dev libcrypt-dev python3 \
-                mandoc man-db libzmq3-dev libnng-dev gnuplot-nox
+                mandoc man-db valgrind cppcheck clang-tidy clang-format libclang-rt-14-dev \
+                libzmq3-dev libnng-dev gnuplot-nox
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 deps:
 	$(SUDO) apt-get update -q

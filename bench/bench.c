@@ -227,8 +227,8 @@ static int server_client(int port, pid_t server, int conns, int rounds)
 
 struct echo_client {
     int fd;
-    int trips;      /* completed round trips */
-    size_t got;     /* bytes of the reply in reply[] */
+    int trips;  /* completed round trips */
+    size_t got; /* bytes of the reply in reply[] */
     uint8_t reply[FRAME];
 };
 
@@ -264,7 +264,8 @@ static int echo_reply(struct echo_client *e, int index)
 
 static int echo_connect(int port)
 {
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in sa = { .sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
     if (fd < 0)
@@ -306,8 +307,7 @@ static double echo_rounds(struct echo_client *cl, int conns, int ep, int rounds)
     return bench_now() - t0;
 }
 
-int bench_framed_clients(int port, pid_t server, int conns, int rounds,
-                         struct bench_echo_result *r)
+int bench_framed_clients(int port, pid_t server, int conns, int rounds, struct bench_echo_result *r)
 {
     struct echo_client *cl = calloc((size_t)conns, sizeof *cl);
     int ep = epoll_create1(EPOLL_CLOEXEC), rc = -1, opened = 0;
@@ -346,7 +346,8 @@ out:
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: bench-%s lat SIZE COUNT | thr SIZE COUNT [more] | server CONNS ROUNDS\n",
+    fprintf(stderr,
+            "usage: bench-%s lat SIZE COUNT | thr SIZE COUNT [more] | server CONNS ROUNDS\n",
             t_name);
     exit(2);
 }
@@ -377,9 +378,20 @@ static pid_t start_server(int (*serve)(long, long), long a, long b, int *port)
     return pid;
 }
 
-static int serve_lat(long size, long total) { return lat_server((size_t)size, total); }
-static int serve_thr(long size, long count) { return thr_server((size_t)size, count); }
-static int serve_echo(long a, long b) { (void)a; (void)b; return t_echo_server(); }
+static int serve_lat(long size, long total)
+{
+    return lat_server((size_t)size, total);
+}
+static int serve_thr(long size, long count)
+{
+    return thr_server((size_t)size, count);
+}
+static int serve_echo(long a, long b)
+{
+    (void)a;
+    (void)b;
+    return t_echo_server();
+}
 
 /* 0 when the child ended well: by itself with 0, or by our SIGTERM. */
 static int reap(pid_t pid, int terminated)

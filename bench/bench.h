@@ -46,12 +46,11 @@ int t_echo_server(void);
 /* Drives conns clients against it; bench_framed_clients() does this for
  * any server that speaks the sockmsg wire format. */
 struct bench_echo_result {
-    double open_s;         /* time to open every connection */
-    double trips_per_s;    /* round trips per second, all clients busy */
+    double open_s;           /* time to open every connection */
+    double trips_per_s;      /* round trips per second, all clients busy */
     double rss_kib_per_conn; /* server RSS growth per idle connection */
 };
-int t_echo_clients(int port, pid_t server, int conns, int rounds,
-                   struct bench_echo_result *r);
+int t_echo_clients(int port, pid_t server, int conns, int rounds, struct bench_echo_result *r);
 
 /* ---- supplied by bench.c ---- */
 

@@ -3,11 +3,11 @@
  * unless a comment says why. */
 #include "bench.h"
 
-#include <stdio.h>
-#include <stdlib.h>
 #include <nng/nng.h>
 #include <nng/protocol/pair1/pair.h>
 #include <nng/supplemental/util/platform.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 const char t_name[] = "nng";
 
@@ -57,8 +57,7 @@ static int open_socket(nng_socket *sock, struct peer **peer)
     if (!(*peer = calloc(1, sizeof **peer)))
         return -1;
     if ((rv = nng_mtx_alloc(&(*peer)->mtx)) != 0 ||
-        (rv = nng_cv_alloc(&(*peer)->cv, (*peer)->mtx)) != 0 ||
-        (rv = nng_pair1_open(sock)) != 0 ||
+        (rv = nng_cv_alloc(&(*peer)->cv, (*peer)->mtx)) != 0 || (rv = nng_pair1_open(sock)) != 0 ||
         (rv = nng_socket_set_size(*sock, NNG_OPT_RECVMAXSZ, 0)) != 0 ||
         (rv = nng_pipe_notify(*sock, NNG_PIPE_EV_REM_POST, peer_removed, *peer)) != 0) {
         nng_fail("socket", rv);

@@ -51,7 +51,8 @@ int t_connect(int port, bench_conn **c)
 int t_send(bench_conn *c, const void *msg, size_t len, int more)
 {
     (void)more;
-    uint8_t h[4] = { (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len };
+    uint8_t h[4] = { (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
+                     (uint8_t)len };
     struct iovec iov[2] = { { h, 4 }, { (void *)msg, len } };
     return raw_writev_all(c->fd, iov, 2);
 }

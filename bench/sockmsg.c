@@ -41,8 +41,7 @@ int t_listen(bench_listener **l, int *port)
     char addr[SM_ADDRSTRLEN];
     if (!(*l = malloc(sizeof **l)))
         return -1;
-    if (sm_listen(&(*l)->l, "127.0.0.1:0") < 0 ||
-        sm_listener_addr((*l)->l, addr, sizeof addr) < 0)
+    if (sm_listen(&(*l)->l, "127.0.0.1:0") < 0 || sm_listener_addr((*l)->l, addr, sizeof addr) < 0)
         return failed("listen");
     *port = local_port(addr);
     return 0;
@@ -134,8 +133,7 @@ int t_echo_server(void)
 {
     sm_server_handlers h = { .on_message = on_message };
     char addr[SM_ADDRSTRLEN];
-    if (sm_server_new(&server, &h, NULL, NULL) < 0 ||
-        sm_server_listen(server, "127.0.0.1:0") < 0 ||
+    if (sm_server_new(&server, &h, NULL, NULL) < 0 || sm_server_listen(server, "127.0.0.1:0") < 0 ||
         sm_server_addr(server, 0, addr, sizeof addr) < 0)
         return failed("server");
     signal(SIGTERM, on_term);

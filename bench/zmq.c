@@ -208,8 +208,8 @@ static int fds_enough(int conns)
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur < 200 ||
         (rlim_t)conns > (rl.rlim_cur - 200) / 2) {
-        fprintf(stderr, "bench-zmq: %d clients need about %d descriptors, over the limit\n",
-                conns, 2 * conns + 200);
+        fprintf(stderr, "bench-zmq: %d clients need about %d descriptors, over the limit\n", conns,
+                2 * conns + 200);
         return 0;
     }
     return 1;

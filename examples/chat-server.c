@@ -18,8 +18,8 @@
  *
  * Ctrl-C (SIGINT) or SIGTERM shuts it down cleanly.
  */
-#include <sockmsg/sockmsg.h>
 #include <signal.h>
+#include <sockmsg/sockmsg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

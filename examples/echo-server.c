@@ -6,8 +6,8 @@
  *
  * Ctrl-C (SIGINT) or SIGTERM shuts it down cleanly.
  */
-#include <sockmsg/sockmsg.h>
 #include <signal.h>
+#include <sockmsg/sockmsg.h>
 #include <stdio.h>
 
 static sm_server *server;
@@ -33,8 +33,7 @@ int main(int argc, char **argv)
     sm_server_handlers handlers = { .on_message = on_message };
     char where[SM_ADDRSTRLEN];
 
-    if (sm_server_new(&server, &handlers, NULL, NULL) < 0 ||
-        sm_server_listen(server, addr) < 0) {
+    if (sm_server_new(&server, &handlers, NULL, NULL) < 0 || sm_server_listen(server, addr) < 0) {
         fprintf(stderr, "echo-server: %s\n", sm_last_error());
         sm_server_free(server);
         return 1;

@@ -48,7 +48,7 @@ static int read_password(const char *prompt, char *buf, size_t size)
     char *line = fgets(buf, (int)size, stdin);
     if (terminal) {
         tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved); /* echo back on */
-        fputc('\n', stderr); /* the Enter key was not echoed either */
+        fputc('\n', stderr);                        /* the Enter key was not echoed either */
     }
     if (!line)
         return -1;

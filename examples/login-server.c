@@ -32,10 +32,10 @@
  *
  * Build with -lcrypt.  Ctrl-C (SIGINT) or SIGTERM shuts it down cleanly.
  */
-#include <sockmsg/sockmsg.h>
 #include <crypt.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sockmsg/sockmsg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,7 +87,7 @@ static int read_password(const char *prompt, char *buf, size_t size)
     char *line = fgets(buf, (int)size, stdin);
     if (terminal) {
         tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved); /* echo back on */
-        fputc('\n', stderr); /* the Enter key was not echoed either */
+        fputc('\n', stderr);                        /* the Enter key was not echoed either */
     }
     if (!line)
         return -1;
@@ -226,8 +226,7 @@ static int add_user(const char *name, const char *file)
     }
     /* Typing blind: on a terminal, ask twice. */
     if (!getenv("SM_PASSWORD") && isatty(STDIN_FILENO)) {
-        if (read_password("Again: ", again, sizeof again) < 0 ||
-            strcmp(password, again) != 0) {
+        if (read_password("Again: ", again, sizeof again) < 0 || strcmp(password, again) != 0) {
             fprintf(stderr, "login-server: the passwords differ\n");
             goto out;
         }

@@ -21,9 +21,9 @@
  * accepting, every client thread notices within POLL_MS, closes its
  * client and ends, and the server waits (at most SHUTDOWN_MS) for them.
  */
-#include <sockmsg/sockmsg.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sockmsg/sockmsg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>

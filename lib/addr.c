@@ -14,8 +14,8 @@ static int parse_unix(sm_addr *a, const char *path, const char *text)
 {
     size_t len = strlen(path);
     if (len == 0 || len >= sizeof a->unix_addr.sun_path)
-        return sm_error_set(SM_EADDR, "'%s': Unix socket path must be 1 to %zu bytes",
-                            text, sizeof a->unix_addr.sun_path - 1);
+        return sm_error_set(SM_EADDR, "'%s': Unix socket path must be 1 to %zu bytes", text,
+                            sizeof a->unix_addr.sun_path - 1);
     a->is_unix = 1;
     a->unix_addr.sun_family = AF_UNIX;
     memcpy(a->unix_addr.sun_path, path, len + 1);
@@ -44,7 +44,8 @@ static int parse_host(sm_addr *a, const char *host, size_t len, const char *text
     if (len >= sizeof a->host)
         return sm_error_set(SM_EADDR, "'%s': host name too long", text);
     if (memchr(host, ':', len))
-        return sm_error_set(SM_EADDR, "'%s': write IPv6 addresses in brackets, as [::1]:port", text);
+        return sm_error_set(SM_EADDR, "'%s': write IPv6 addresses in brackets, as [::1]:port",
+                            text);
     if (memchr(host, '[', len) || memchr(host, ']', len))
         return sm_error_set(SM_EADDR, "'%s': brackets only around a whole IPv6 address", text);
     memcpy(a->host, host, len);
@@ -59,7 +60,8 @@ int sm_addr_parse(sm_addr *a, const char *text)
         return parse_unix(a, text + 5, text);
     const char *colon = strrchr(text, ':');
     if (!colon)
-        return sm_error_set(SM_EADDR, "'%s': expected host:port, [v6]:port, :port or unix:/path", text);
+        return sm_error_set(SM_EADDR, "'%s': expected host:port, [v6]:port, :port or unix:/path",
+                            text);
     int rc;
     if (text[0] == '[') {
         const char *close = strchr(text, ']');

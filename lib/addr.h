@@ -10,7 +10,7 @@
 
 typedef struct sm_addr {
     int is_unix;
-    char host[256];  /* empty: all interfaces (listen) or localhost (connect) */
+    char host[256]; /* empty: all interfaces (listen) or localhost (connect) */
     char port[6];
     struct sockaddr_un unix_addr;
     socklen_t unix_len;
@@ -25,8 +25,7 @@ int sm_addr_resolve(const sm_addr *a, int passive, struct addrinfo **out);
 
 /* Writes sa in the form sm_addr_parse reads (IPv4-mapped IPv6 addresses as
  * plain IPv4).  Returns the length, or SM_EINVAL if cap is too small. */
-int sm_addr_format(const struct sockaddr *sa, socklen_t len, char *buf,
-                   size_t cap);
+int sm_addr_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t cap);
 
 /* Formats the peer's (peer != 0) or the local address of socket fd, as
  * sm_addr_format.  Returns the length, SM_EINVAL or -errno. */

@@ -23,7 +23,7 @@ struct sm_conn {
     int recv_error;            /* sticky once the stream is unparseable */
     uint8_t *view;             /* sm_recv_view's copy of a large message */
     size_t view_cap;
-    size_t rpos, rend;         /* unread bytes are rbuf[rpos, rend) */
+    size_t rpos, rend; /* unread bytes are rbuf[rpos, rend) */
     uint8_t rbuf[SM_HEADER_LEN + SM_RECV_BUFFER];
 };
 
@@ -31,8 +31,8 @@ int sm_options_resolve(sm_options *dst, const sm_options *opts)
 {
     static const sm_options defaults;
     *dst = opts ? *opts : defaults;
-    if (dst->connect_timeout_ms < 0 || dst->accept_timeout_ms < 0 ||
-        dst->send_timeout_ms < 0 || dst->recv_timeout_ms < 0)
+    if (dst->connect_timeout_ms < 0 || dst->accept_timeout_ms < 0 || dst->send_timeout_ms < 0 ||
+        dst->recv_timeout_ms < 0)
         return sm_error_set(SM_EINVAL, "options: timeouts must be >= 0");
     if (dst->max_frame == 0)
         dst->max_frame = SM_DEFAULT_MAX_FRAME;
@@ -68,8 +68,7 @@ static int connect_unix(const sm_addr *a, int64_t deadline)
     int fd = sm_socket(AF_UNIX, 0);
     if (fd < 0)
         return fd;
-    int rc = sm_sock_connect(fd, (const struct sockaddr *)&a->unix_addr,
-                             a->unix_len, deadline);
+    int rc = sm_sock_connect(fd, (const struct sockaddr *)&a->unix_addr, a->unix_len, deadline);
     if (rc) {
         close(fd);
         return rc;
@@ -79,8 +78,7 @@ static int connect_unix(const sm_addr *a, int64_t deadline)
 
 /* Tries each resolved address in order; returns an fd or the last error,
  * with the address that gave it in sm_last_error(). */
-static int connect_tcp(const sm_addr *a, const char *text, int timeout_ms,
-                       int *family)
+static int connect_tcp(const sm_addr *a, const char *text, int timeout_ms, int *family)
 {
     struct addrinfo *list;
     int rc = sm_addr_resolve(a, 0, &list);
@@ -95,8 +93,7 @@ static int connect_tcp(const sm_addr *a, const char *text, int timeout_ms,
             rc = fd;
             continue;
         }
-        rc = sm_sock_connect(fd, ai->ai_addr, ai->ai_addrlen,
-                             sm_deadline(timeout_ms));
+        rc = sm_sock_connect(fd, ai->ai_addr, ai->ai_addrlen, sm_deadline(timeout_ms));
         if (rc == 0) {
             *family = ai->ai_family;
             freeaddrinfo(list);
@@ -110,8 +107,7 @@ static int connect_tcp(const sm_addr *a, const char *text, int timeout_ms,
     return sm_error_set(rc, "connect to %s (%s)", tried, text);
 }
 
-SM_API int sm_connect_opts(sm_conn **out, const char *addr,
-                           const sm_options *opts)
+SM_API int sm_connect_opts(sm_conn **out, const char *addr, const sm_options *opts)
 {
     if (!out || !addr)
         return sm_error_set(SM_EINVAL, "sm_connect: NULL argument");
@@ -258,8 +254,7 @@ static int fill(sm_conn *c, size_t need, int64_t deadline)
         c->rpos = 0;
     }
     while (c->rend - c->rpos < need) {
-        ssize_t n = sm_sock_read(c->fd, c->rbuf + c->rend,
-                                 sizeof c->rbuf - c->rend, 0, deadline);
+        ssize_t n = sm_sock_read(c->fd, c->rbuf + c->rend, sizeof c->rbuf - c->rend, 0, deadline);
         if (n == 0)
             return c->rend == c->rpos ? SM_ECLOSED : SM_ETRUNCATED;
         if (n < 0)
@@ -281,8 +276,8 @@ static int64_t next_length(sm_conn *c, int64_t deadline)
     uint32_t len = sm_frame_header_get(c->rbuf + c->rpos);
     if (len > c->opt.max_frame) {
         c->recv_error = SM_ETOOBIG;
-        return sm_error_set(SM_ETOOBIG, "receive: peer announced %u bytes, max frame is %u",
-                            len, c->opt.max_frame);
+        return sm_error_set(SM_ETOOBIG, "receive: peer announced %u bytes, max frame is %u", len,
+                            c->opt.max_frame);
     }
     return len;
 }
@@ -414,8 +409,7 @@ SM_API ssize_t sm_recv_view(sm_conn *c, const void **msg)
 SM_API int sm_recv_ready(const sm_conn *c)
 {
     size_t have = c ? c->rend - c->rpos : 0;
-    return have >= SM_HEADER_LEN &&
-           have - SM_HEADER_LEN >= sm_frame_header_get(c->rbuf + c->rpos);
+    return have >= SM_HEADER_LEN && have - SM_HEADER_LEN >= sm_frame_header_get(c->rbuf + c->rpos);
 }
 
 SM_API int sm_conn_set_options(sm_conn *c, const sm_options *opts)

@@ -50,8 +50,7 @@ int sm_error_set(int rc, const char *fmt, ...)
     int n = vsnprintf(last_error, sizeof last_error, fmt, ap);
     va_end(ap);
     if (n >= 0 && (size_t)n < sizeof last_error)
-        snprintf(last_error + n, sizeof last_error - (size_t)n, ": %s",
-                 sm_strerror(rc));
+        snprintf(last_error + n, sizeof last_error - (size_t)n, ": %s", sm_strerror(rc));
     return rc;
 }
 
@@ -59,6 +58,5 @@ SM_API const char *sm_version(void)
 {
 #define SM_STR2(x) #x
 #define SM_STR(x) SM_STR2(x)
-    return SM_STR(SM_VERSION_MAJOR) "." SM_STR(SM_VERSION_MINOR) "." SM_STR(
-        SM_VERSION_PATCH);
+    return SM_STR(SM_VERSION_MAJOR) "." SM_STR(SM_VERSION_MINOR) "." SM_STR(SM_VERSION_PATCH);
 }

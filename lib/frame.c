@@ -54,8 +54,7 @@ static size_t take_header(sm_decoder *d, const uint8_t *data, size_t n)
     return take;
 }
 
-static int deliver(sm_decoder *d, const uint8_t *msg, sm_frame_fn *fn,
-                   void *arg)
+static int deliver(sm_decoder *d, const uint8_t *msg, sm_frame_fn *fn, void *arg)
 {
     uint32_t len = d->len;
     d->header_have = 0;
@@ -67,8 +66,7 @@ static int deliver(sm_decoder *d, const uint8_t *msg, sm_frame_fn *fn,
     return rc;
 }
 
-int sm_decoder_feed(sm_decoder *d, const uint8_t *data, size_t n,
-                    sm_frame_fn *fn, void *arg)
+int sm_decoder_feed(sm_decoder *d, const uint8_t *data, size_t n, sm_frame_fn *fn, void *arg)
 {
     while (n > 0) {
         if (d->header_have < SM_HEADER_LEN) {

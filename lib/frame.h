@@ -22,8 +22,7 @@ static inline void sm_frame_header_put(uint8_t out[SM_HEADER_LEN], uint32_t len)
 
 static inline uint32_t sm_frame_header_get(const uint8_t in[SM_HEADER_LEN])
 {
-    return (uint32_t)in[0] << 24 | (uint32_t)in[1] << 16 |
-           (uint32_t)in[2] << 8 | (uint32_t)in[3];
+    return (uint32_t)in[0] << 24 | (uint32_t)in[1] << 16 | (uint32_t)in[2] << 8 | (uint32_t)in[3];
 }
 
 /* Called once per complete message; msg is valid only during the call.
@@ -39,9 +38,9 @@ typedef int sm_frame_fn(void *arg, const uint8_t *msg, uint32_t len);
  */
 typedef struct sm_decoder {
     uint32_t max_frame;
-    uint32_t len;          /* payload length, once header_have == 4 */
-    uint32_t have;         /* payload bytes collected in payload */
-    uint32_t cap;          /* allocated size of payload */
+    uint32_t len;  /* payload length, once header_have == 4 */
+    uint32_t have; /* payload bytes collected in payload */
+    uint32_t cap;  /* allocated size of payload */
     uint8_t header[SM_HEADER_LEN];
     uint8_t header_have;
     uint8_t *payload;
@@ -52,8 +51,7 @@ void sm_decoder_init(sm_decoder *d, uint32_t max_frame);
 /* Decodes n bytes.  Returns 0, the callback's nonzero value, SM_ETOOBIG
  * (a header over max_frame: nothing was allocated for it) or SM_ENOMEM.
  * After an error the stream is unusable: free the decoder. */
-int sm_decoder_feed(sm_decoder *d, const uint8_t *data, size_t n,
-                    sm_frame_fn *fn, void *arg);
+int sm_decoder_feed(sm_decoder *d, const uint8_t *data, size_t n, sm_frame_fn *fn, void *arg);
 
 /* 1 if part of a frame is held, so the stream ending now is truncation. */
 int sm_decoder_in_frame(const sm_decoder *d);

@@ -22,18 +22,15 @@ struct sm_listener {
 
 /* Binds and listens; the fd is non-blocking so accept after poll() can
  * never hang when a client vanished in between. */
-static int bind_listen(int family, const struct sockaddr *sa, socklen_t len,
-                       int dual_stack)
+static int bind_listen(int family, const struct sockaddr *sa, socklen_t len, int dual_stack)
 {
     int fd = sm_socket(family, SOCK_NONBLOCK);
     if (fd < 0)
         return fd;
     int on = 1, off = 0;
-    if (family != AF_UNIX &&
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) < 0)
+    if (family != AF_UNIX && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) < 0)
         goto fail;
-    if (dual_stack &&
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) < 0)
+    if (dual_stack && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) < 0)
         goto fail;
     if (bind(fd, sa, len) < 0 || listen(fd, SOMAXCONN) < 0)
         goto fail;
@@ -102,12 +99,10 @@ static int listen_unix(const sm_addr *a)
     int rc = remove_stale_socket(a);
     if (rc)
         return rc;
-    return bind_listen(AF_UNIX, (const struct sockaddr *)&a->unix_addr,
-                       a->unix_len, 0);
+    return bind_listen(AF_UNIX, (const struct sockaddr *)&a->unix_addr, a->unix_len, 0);
 }
 
-SM_API int sm_listen_opts(sm_listener **out, const char *addr,
-                          const sm_options *opts)
+SM_API int sm_listen_opts(sm_listener **out, const char *addr, const sm_options *opts)
 {
     if (!out || !addr)
         return sm_error_set(SM_EINVAL, "sm_listen: NULL argument");

@@ -133,8 +133,8 @@ static void touch(sm_server *s, struct client *c)
 static void set_accepting(sm_server *s, int on)
 {
     for (int i = 0; i < s->listener_count; i++)
-        sm_poller_mod(s->poller, sm_listener_fd(s->listeners[i]),
-                      LISTENER_KEY | (uint64_t)i, on ? SM_POLL_IN : 0);
+        sm_poller_mod(s->poller, sm_listener_fd(s->listeners[i]), LISTENER_KEY | (uint64_t)i,
+                      on ? SM_POLL_IN : 0);
     s->accept_paused = !on;
     if (!on) {
         s->accept_retry_at = sm_now_ms() + ACCEPT_RETRY_MS;
@@ -144,8 +144,8 @@ static void set_accepting(sm_server *s, int on)
 
 static void update_interest(sm_server *s, struct client *c)
 {
-    unsigned want = (c->state == OPEN && !c->paused ? SM_POLL_IN : 0) |
-                    (queued(c) ? SM_POLL_OUT : 0);
+    unsigned want =
+        (c->state == OPEN && !c->paused ? SM_POLL_IN : 0) | (queued(c) ? SM_POLL_OUT : 0);
     if (want != c->interest && sm_poller_mod(s->poller, c->fd, c->id, want) == 0)
         c->interest = want;
 }
@@ -186,8 +186,7 @@ static int grow_table(sm_server *s, int fd)
 static struct client *client_open(sm_server *s, int fd, int family)
 {
     struct client *c = NULL;
-    if ((uint64_t)fd > ID_FD_MASK ||
-        ((size_t)fd >= s->by_fd_len && grow_table(s, fd)) ||
+    if ((uint64_t)fd > ID_FD_MASK || ((size_t)fd >= s->by_fd_len && grow_table(s, fd)) ||
         !(c = calloc(1, sizeof *c))) {
         close(fd);
         return NULL;

@@ -58,8 +58,7 @@ static int set_blocking(int fd, int blocking)
 
 /* A non-blocking connect, so the wait can honour the deadline; EINTR on a
  * blocking connect would leave it running in the background anyway. */
-int sm_sock_connect(int fd, const struct sockaddr *sa, socklen_t len,
-                    int64_t deadline)
+int sm_sock_connect(int fd, const struct sockaddr *sa, socklen_t len, int64_t deadline)
 {
     int rc = set_blocking(fd, 0);
     if (rc)
@@ -121,8 +120,7 @@ static void advance(struct iovec **iov, int *iovcnt, size_t n)
     }
 }
 
-int sm_sock_write_all(int fd, struct iovec *iov, int iovcnt, int64_t deadline,
-                      size_t *sent)
+int sm_sock_write_all(int fd, struct iovec *iov, int iovcnt, int64_t deadline, size_t *sent)
 {
     /* MSG_NOSIGNAL: a vanished peer is an EPIPE return, never SIGPIPE. */
     int flags = MSG_NOSIGNAL | (deadline >= 0 ? MSG_DONTWAIT : 0);

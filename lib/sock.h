@@ -24,20 +24,17 @@ int sm_socket(int family, int flags);
 
 /* Connects a blocking fd within the deadline.  Returns 0, SM_ETIMEDOUT or
  * -errno; fd is blocking again afterwards. */
-int sm_sock_connect(int fd, const struct sockaddr *sa, socklen_t len,
-                    int64_t deadline);
+int sm_sock_connect(int fd, const struct sockaddr *sa, socklen_t len, int64_t deadline);
 
 /* Sets TCP_NODELAY on TCP sockets unless nagle; returns 0 or -errno. */
 int sm_sock_set_nodelay(int fd, int family, int nagle);
 
 /* One recv() that waits up to the deadline: returns bytes read (> 0), 0 at
  * end of stream, SM_ETIMEDOUT or -errno.  flags may add MSG_WAITALL. */
-ssize_t sm_sock_read(int fd, void *buf, size_t len, int flags,
-                     int64_t deadline);
+ssize_t sm_sock_read(int fd, void *buf, size_t len, int flags, int64_t deadline);
 
 /* Writes all of iov (modified in place) within the deadline.  *sent counts
  * the bytes written, also on failure.  Returns 0, SM_ETIMEDOUT or -errno. */
-int sm_sock_write_all(int fd, struct iovec *iov, int iovcnt, int64_t deadline,
-                      size_t *sent);
+int sm_sock_write_all(int fd, struct iovec *iov, int iovcnt, int64_t deadline, size_t *sent);
 
 #endif

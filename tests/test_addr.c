@@ -1,7 +1,7 @@
 /* Address strings: parsing and formatting, no network needed. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <sockmsg/sockmsg.h>
-#include <arpa/inet.h>
 #include <string.h>
 
 #include "addr.h"
@@ -46,16 +46,16 @@ Test(addr, malformed_are_rejected)
 {
     char long_path[200] = "unix:/";
     memset(long_path + 6, 'a', sizeof long_path - 7);
-    const char *bad[] = { "", "nocolon", "host:", "host:-1", "host:65536",
-                          "host:99999", "host:12ab", "host:123456", "::1:80",
-                          "[::1:80", "[::1]80", "[]:80", "unix:", long_path,
+    const char *bad[] = { "", "nocolon", "host:", "host:-1", "host:65536", "host:99999",
+                          "host:12ab", "host:123456", "::1:80", "[::1:80", "[::1]80", "[]:80",
+                          "unix:", long_path,
                           /* found by fuzz_addr: brackets inside a host */
                           "[[]:1", "[[::1]:1", "a]b:1", "x[y:1" };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         sm_addr a;
         cr_assert_eq(sm_addr_parse(&a, bad[i]), SM_EADDR, "'%s' accepted", bad[i]);
-        cr_assert(strstr(sm_last_error(), bad[i]) != NULL,
-                  "detail '%s' names the address", sm_last_error());
+        cr_assert(strstr(sm_last_error(), bad[i]) != NULL, "detail '%s' names the address",
+                  sm_last_error());
     }
 }
 

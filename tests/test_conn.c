@@ -96,8 +96,8 @@ static unsigned addr_port(const char *where)
 }
 
 /* Listens on addr and stores the bound address (checked for form). */
-static void start_listener(const char *addr, const sm_options *o,
-                           sm_listener **l, char where[SM_ADDRSTRLEN])
+static void start_listener(const char *addr, const sm_options *o, sm_listener **l,
+                           char where[SM_ADDRSTRLEN])
 {
     int rc = sm_listen_opts(l, addr, o);
     cr_assert_eq(rc, 0, "sm_listen(%s) = %d: %s", addr, rc, sm_last_error());
@@ -107,8 +107,8 @@ static void start_listener(const char *addr, const sm_options *o,
 }
 
 /* A connected pair: *server (accepted) and *client, both with options o. */
-static void open_pair(const char *addr, const sm_options *o, sm_listener **l,
-                      sm_conn **server, sm_conn **client)
+static void open_pair(const char *addr, const sm_options *o, sm_listener **l, sm_conn **server,
+                      sm_conn **client)
 {
     char where[SM_ADDRSTRLEN];
     start_listener(addr, o, l, where);
@@ -198,8 +198,7 @@ static int raw_write(int fd, const void *p, size_t len)
 
 /* Listener with options o, a raw client connected to it, and the accepted
  * connection. */
-static int raw_pair(const char *addr, const sm_options *o, sm_listener **l,
-                    sm_conn **server)
+static int raw_pair(const char *addr, const sm_options *o, sm_listener **l, sm_conn **server)
 {
     char where[SM_ADDRSTRLEN];
     start_listener(addr, o, l, where);
@@ -253,14 +252,13 @@ static void *send_job_run(void *arg)
 /* Round trips                                                         */
 /* ------------------------------------------------------------------ */
 
-static const size_t trip_sizes[] = { 0, 1, 4095, 4096, 65536, 1u << 20,
-                                     SM_DEFAULT_MAX_FRAME };
+static const size_t trip_sizes[] = { 0, 1, 4095, 4096, 65536, 1u << 20, SM_DEFAULT_MAX_FRAME };
 
 /* Sends one len-byte message from -> to (from a thread) and receives it
  * with sm_recv into a buffer of exactly len bytes (alloc == 0) or with
  * sm_recv_alloc (alloc == 1); checks every byte. */
-static void one_trip(sm_conn *from, sm_conn *to, size_t len, int alloc,
-                     unsigned seed, const char *what)
+static void one_trip(sm_conn *from, sm_conn *to, size_t len, int alloc, unsigned seed,
+                     const char *what)
 {
     uint8_t *msg = malloc(len ? len : 1);
     cr_assert_not_null(msg);
@@ -281,15 +279,14 @@ static void one_trip(sm_conn *from, sm_conn *to, size_t len, int alloc,
         n = sm_recv_alloc(to, &heap);
         got = heap;
     }
-    cr_assert_eq(n, (ssize_t)len, "%s: %zu bytes via %s: got %zd (%s)", what,
-                 len, alloc ? "sm_recv_alloc" : "sm_recv", n, sm_last_error());
+    cr_assert_eq(n, (ssize_t)len, "%s: %zu bytes via %s: got %zd (%s)", what, len,
+                 alloc ? "sm_recv_alloc" : "sm_recv", n, sm_last_error());
     cr_assert_not_null(got, "%s: sm_recv_alloc gives a block even for 0 bytes", what);
     pthread_join(t, NULL);
-    cr_assert_eq(job.rc, 0, "%s: sm_send(%zu) = %d %s", what, len, job.rc,
-                 sm_strerror(job.rc));
+    cr_assert_eq(job.rc, 0, "%s: sm_send(%zu) = %d %s", what, len, job.rc, sm_strerror(job.rc));
     size_t bad = pattern_check(got, len, seed);
-    cr_assert_eq(bad, len, "%s: %zu bytes via %s differ at offset %zu", what,
-                 len, alloc ? "sm_recv_alloc" : "sm_recv", bad);
+    cr_assert_eq(bad, len, "%s: %zu bytes via %s differ at offset %zu", what, len,
+                 alloc ? "sm_recv_alloc" : "sm_recv", bad);
     free(got);
     free(msg);
 }
@@ -414,8 +411,7 @@ Test(conn, frames_split_and_packed_any_way_are_whole, .timeout = 20)
     sm_listener *l;
     sm_conn *s;
     int fd = raw_pair("127.0.0.1:0", NULL, &l, &s);
-    static const uint8_t packed[] = { 0, 0, 0, 2, 'h', 'i', 0, 0, 0, 0,
-                                      0, 0, 0, 3, 'a', 'b', 'c' };
+    static const uint8_t packed[] = { 0, 0, 0, 2, 'h', 'i', 0, 0, 0, 0, 0, 0, 0, 3, 'a', 'b', 'c' };
     cr_assert_eq(raw_write(fd, packed, sizeof packed), 0);
     uint8_t got[64];
     cr_assert_eq(sm_recv(s, got, sizeof got), 2);
@@ -488,9 +484,9 @@ Test(errors, malformed_addresses_are_eaddr, .timeout = 20)
     while (strlen(just_too_long) < 5 + 108)
         strcat(just_too_long, "y");
     const char *bad[] = {
-        "nocolon", "", "1.2.3.4:99999", "1.2.3.4:65536", "[::1:80", "[::1]",
-        "[::1]80", "[]:80", "host:", "127.0.0.1:", "127.0.0.1:-1",
-        "127.0.0.1:80x", "unix:", long_unix, just_too_long,
+        "nocolon", "",        "1.2.3.4:99999", "1.2.3.4:65536", "[::1:80",      "[::1]",
+        "[::1]80", "[]:80",   "host:",         "127.0.0.1:",    "127.0.0.1:-1", "127.0.0.1:80x",
+        "unix:",   long_unix, just_too_long,
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         sm_conn *c = NULL;
@@ -706,7 +702,11 @@ Test(errors, pause_inside_a_frame_resumes_after_timeout, .timeout = 20)
     uint8_t got[64];
 
     /* Header and part of the payload, a pause, then the rest. */
-    cr_assert_eq(raw_write(fd, "\0\0\0\x0a" "0123", 8), 0);
+    cr_assert_eq(raw_write(fd,
+                           "\0\0\0\x0a"
+                           "0123",
+                           8),
+                 0);
     cr_assert_eq(sm_recv(s, got, sizeof got), SM_ETIMEDOUT, "%s", sm_last_error());
     cr_assert_eq(raw_write(fd, "456789", 6), 0);
     cr_assert_eq(sm_recv(s, got, sizeof got), 10, "%s", sm_last_error());
@@ -717,13 +717,21 @@ Test(errors, pause_inside_a_frame_resumes_after_timeout, .timeout = 20)
     cr_assert_eq(raw_write(fd, "\0\0", 2), 0);
     cr_assert_eq(sm_recv_alloc(s, &m), SM_ETIMEDOUT, "%s", sm_last_error());
     cr_assert_null(m);
-    cr_assert_eq(raw_write(fd, "\0\x05" "hello", 7), 0);
+    cr_assert_eq(raw_write(fd,
+                           "\0\x05"
+                           "hello",
+                           7),
+                 0);
     cr_assert_eq(sm_recv_alloc(s, &m), 5, "%s", sm_last_error());
     cr_assert(memcmp(m, "hello", 5) == 0);
     free(m);
 
     /* Two timeouts in a row inside one frame. */
-    cr_assert_eq(raw_write(fd, "\0\0\0\x03" "a", 5), 0);
+    cr_assert_eq(raw_write(fd,
+                           "\0\0\0\x03"
+                           "a",
+                           5),
+                 0);
     cr_assert_eq(sm_recv(s, got, sizeof got), SM_ETIMEDOUT);
     cr_assert_eq(raw_write(fd, "b", 1), 0);
     cr_assert_eq(sm_recv(s, got, sizeof got), SM_ETIMEDOUT);
@@ -751,7 +759,11 @@ Test(errors, pause_inside_a_frame_resumes_after_timeout, .timeout = 20)
     free(into);
 
     /* Still in step. */
-    cr_assert_eq(raw_write(fd, "\0\0\0\x02" "ok", 6), 0);
+    cr_assert_eq(raw_write(fd,
+                           "\0\0\0\x02"
+                           "ok",
+                           6),
+                 0);
     cr_assert_eq(sm_recv(s, got, sizeof got), 2);
     close(fd);
     sm_close(s);
@@ -1011,9 +1023,9 @@ Test(errors, send_timeout_when_peer_never_reads, .timeout = 30)
 
 Test(errors, strerror_and_last_error, .timeout = 20)
 {
-    static const int codes[] = { SM_ECLOSED, SM_ETRUNCATED, SM_ETOOBIG, SM_EMSGSIZE,
-                                 SM_ETIMEDOUT, SM_EADDR, SM_EINVAL, SM_ENOMEM,
-                                 SM_ENOCONN, SM_ESTOPPED, SM_EFULL };
+    static const int codes[] = { SM_ECLOSED,   SM_ETRUNCATED, SM_ETOOBIG, SM_EMSGSIZE,
+                                 SM_ETIMEDOUT, SM_EADDR,      SM_EINVAL,  SM_ENOMEM,
+                                 SM_ENOCONN,   SM_ESTOPPED,   SM_EFULL };
     enum { N = sizeof codes / sizeof codes[0] };
     char text[N][256];
     for (size_t i = 0; i < N; i++) {
@@ -1035,8 +1047,7 @@ Test(errors, strerror_and_last_error, .timeout = 20)
     cr_assert_not_null(sm_strerror(-999999));
     cr_assert_not_null(sm_strerror(0));
 
-    snprintf(want, sizeof want, "%d.%d.%d", SM_VERSION_MAJOR, SM_VERSION_MINOR,
-             SM_VERSION_PATCH);
+    snprintf(want, sizeof want, "%d.%d.%d", SM_VERSION_MAJOR, SM_VERSION_MINOR, SM_VERSION_PATCH);
     cr_assert_str_eq(sm_version(), want);
 }
 
@@ -1384,8 +1395,10 @@ Test(conn, recv_ready_only_when_a_whole_message_is_buffered, .timeout = 20)
 
     /* "abc", "", "hello" and the first 4 bytes of a 10-byte frame, in one
      * write. */
-    static const uint8_t burst[] = { 0, 0, 0, 3, 'a', 'b', 'c', 0, 0, 0, 0, 0, 0, 0, 5,
-                                     'h', 'e', 'l', 'l', 'o', 0, 0, 0, 10, '0', '1', '2', '3' };
+    static const uint8_t burst[] = {
+        0, 0,   0,   3,   'a', 'b', 'c', 0, 0, 0,  0,   0,   0,   0,
+        5, 'h', 'e', 'l', 'l', 'o', 0,   0, 0, 10, '0', '1', '2', '3'
+    };
     cr_assert_eq(raw_write(fd, burst, sizeof burst), 0);
     wait_unread(sfd, (int)sizeof burst);
     cr_assert_eq(sm_recv_ready(s), 0, "bytes only in the kernel are not buffered yet");
@@ -1557,8 +1570,7 @@ Test(errors, negative_timeouts_are_einval)
 static void assert_nothing_arrives(int fd)
 {
     struct pollfd p = { .fd = fd, .events = POLLIN };
-    cr_assert_eq(poll(&p, 1, 50), 0, "held frames stay held (%d bytes arrived)",
-                 kernel_unread(fd));
+    cr_assert_eq(poll(&p, 1, 50), 0, "held frames stay held (%d bytes arrived)", kernel_unread(fd));
 }
 
 /* Receives messages first..first+count-1 sent as pattern_fill(i, b2b_len(i)). */
@@ -1719,8 +1731,9 @@ Test(batch, unknown_flags_and_null_are_einval)
 }
 
 /* Sends view_sizes[i] bytes of pattern i, in order, from a thread. */
-static const size_t view_sizes[] = { 0, 1, 1000, SM_RECV_BUFFER, SM_RECV_BUFFER + 1,
-                                     1u << 20, 100, 2u << 20, 7 };
+static const size_t view_sizes[] = {
+    0, 1, 1000, SM_RECV_BUFFER, SM_RECV_BUFFER + 1, 1u << 20, 100, 2u << 20, 7
+};
 enum { VIEW_COUNT = sizeof view_sizes / sizeof view_sizes[0] };
 
 static void *send_view_sizes(void *arg)

@@ -127,15 +127,35 @@ static char **make_env(const char *password, char *slot, size_t slot_len)
 /* The stderr of the last child collected, for checks and failure messages. */
 static char last_stderr[2048];
 
+/* With SM_EXAMPLES_VALGRIND set, every example runs under memcheck: an
+ * error or a leak makes it exit 99, which the tests' status checks catch. */
+static const char *const *under_valgrind(const char *const argv[])
+{
+    static const char *const memcheck[] = { "/usr/bin/valgrind", "-q", "--error-exitcode=99",
+                                            "--leak-check=full",
+                                            "--errors-for-leak-kinds=definite,indirect" };
+    enum { M = sizeof memcheck / sizeof memcheck[0] };
+    static const char *wrapped[M + 16];
+    if (!getenv("SM_EXAMPLES_VALGRIND"))
+        return argv;
+    size_t n = 0;
+    for (; n < M; n++)
+        wrapped[n] = memcheck[n];
+    for (size_t i = 0; argv[i] && n + 1 < sizeof wrapped / sizeof wrapped[0]; i++)
+        wrapped[n++] = argv[i];
+    wrapped[n] = NULL;
+    return wrapped;
+}
+
 /* Starts argv[0] (a path) with stdin from /dev/null and stdout to a pipe.
  * stderr goes to a pipe too or, when err_path is given, is appended to that
  * file (a server's log, read once it stopped).  password goes into
  * SM_PASSWORD (NULL: unset).  The child is tracked until reaped. */
-static struct proc spawn(const char *const argv[], const char *password,
-                         const char *err_path)
+static struct proc spawn(const char *const argv[], const char *password, const char *err_path)
 {
     char slot[256];
     char **env = make_env(password, slot, sizeof slot);
+    argv = under_valgrind(argv);
     int out[2], err[2] = { -1, -1 };
     cr_assert_eq(pipe2(out, O_CLOEXEC), 0, "pipe: %s", strerror(errno));
     if (!err_path)
@@ -150,8 +170,8 @@ static struct proc spawn(const char *const argv[], const char *password,
             _exit(126);
         int in = open("/dev/null", O_RDONLY);
         int errfd = err_path ? open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0600) : err[1];
-        if (in < 0 || errfd < 0 || dup2(in, STDIN_FILENO) < 0 ||
-            dup2(out[1], STDOUT_FILENO) < 0 || dup2(errfd, STDERR_FILENO) < 0)
+        if (in < 0 || errfd < 0 || dup2(in, STDIN_FILENO) < 0 || dup2(out[1], STDOUT_FILENO) < 0 ||
+            dup2(errfd, STDERR_FILENO) < 0)
             _exit(126);
         execve(argv[0], (char *const *)argv, env);
         _exit(127);
@@ -278,8 +298,8 @@ static void assert_exit_code(int status, int code, const char *what)
 static void assert_failed(int status, const char *what)
 {
     cr_assert(status != -1, "%s did not exit in time; stderr: %s", what, last_stderr);
-    cr_assert(WIFEXITED(status), "%s died of signal %d instead of exiting with an error",
-              what, WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    cr_assert(WIFEXITED(status), "%s died of signal %d instead of exiting with an error", what,
+              WIFSIGNALED(status) ? WTERMSIG(status) : 0);
     cr_assert_neq(WEXITSTATUS(status), 0, "%s exited 0, expected an error", what);
 }
 
@@ -326,7 +346,8 @@ static int run(const char *const argv[], const char *password, char *out, size_t
 
 static sm_conn *connect_to(const char *addr)
 {
-    sm_options opt = { .connect_timeout_ms = WAIT_MS, .recv_timeout_ms = WAIT_MS,
+    sm_options opt = { .connect_timeout_ms = WAIT_MS,
+                       .recv_timeout_ms = WAIT_MS,
                        .send_timeout_ms = WAIT_MS };
     sm_conn *c;
     int rc = sm_connect_opts(&c, addr, &opt);
@@ -347,8 +368,7 @@ static void recv_text(sm_conn *c, char *buf, size_t cap)
 }
 
 /* The next message on c must be exactly the formatted text. */
-__attribute__((format(printf, 2, 3)))
-static void expect(sm_conn *c, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void expect(sm_conn *c, const char *fmt, ...)
 {
     char want[512], got[4096];
     va_list ap;
@@ -478,8 +498,8 @@ static void slurp(const char *path, char *buf, size_t cap)
 }
 
 /* Runs login-client; checks what it printed and its exit status. */
-static void login(const char *addr, const char *user, const char *password,
-                  const char *want_out, int want_code)
+static void login(const char *addr, const char *user, const char *password, const char *want_out,
+                  int want_code)
 {
     const char *argv[] = { EXAMPLE("login-client"), addr, user, NULL };
     char out[256];
@@ -550,11 +570,11 @@ Test(examples, login_accepts_and_denies)
     sm_conn *c = connect_to(addr[0]);
     static const char good[] = "alice\0" ALICE_PW;
     raw_request(c, good, sizeof good - 1, "OK");
-    raw_request(c, good, sizeof good, "DENIED");  /* a trailing '\0' */
-    raw_request(c, "alice", 5, "DENIED");         /* no '\0' at all */
+    raw_request(c, good, sizeof good, "DENIED");              /* a trailing '\0' */
+    raw_request(c, "alice", 5, "DENIED");                     /* no '\0' at all */
     raw_request(c, "\0" ALICE_PW, sizeof ALICE_PW, "DENIED"); /* no name */
     raw_request(c, "", 0, "DENIED");
-    raw_request(c, "bob\0", 4, "DENIED");         /* empty password */
+    raw_request(c, "bob\0", 4, "DENIED"); /* empty password */
     raw_request(c, good, sizeof good - 1, "OK");
     sm_close(c);
 
@@ -573,7 +593,6 @@ Test(examples, login_accepts_and_denies)
     cr_assert_not(contains(text, "a new one"), "log: %s", text);
     slurp(users, text, sizeof text);
     cr_assert_not(contains(text, "a new one"));
-
 }
 
 Test(examples, login_client_errors_exit_2)
@@ -600,8 +619,8 @@ Test(examples, login_client_errors_exit_2)
 struct echo_job {
     const char *addr;
     pthread_barrier_t *all_connected;
-    sm_conn *conn;  /* left open for the caller */
-    int echoed;     /* round trips that came back intact */
+    sm_conn *conn; /* left open for the caller */
+    int echoed;    /* round trips that came back intact */
     char error[128];
 };
 
@@ -610,7 +629,8 @@ struct echo_job {
 static void *echo_client(void *arg)
 {
     struct echo_job *job = arg;
-    sm_options opt = { .connect_timeout_ms = WAIT_MS, .recv_timeout_ms = WAIT_MS,
+    sm_options opt = { .connect_timeout_ms = WAIT_MS,
+                       .recv_timeout_ms = WAIT_MS,
                        .send_timeout_ms = WAIT_MS };
     if (sm_connect_opts(&job->conn, job->addr, &opt) < 0)
         snprintf(job->error, sizeof job->error, "connect: %s", sm_last_error());
@@ -782,8 +802,8 @@ Test(examples, servers_refuse_bad_arguments)
     status = run(threaded, NULL, out, sizeof out);
     assert_failed(status, "threaded-server no-port");
     /* A users file that does not exist. */
-    const char *login_srv[] = { EXAMPLE("login-server"), "127.0.0.1:0",
-                                "/nonexistent/sm-users", NULL };
+    const char *login_srv[] = { EXAMPLE("login-server"), "127.0.0.1:0", "/nonexistent/sm-users",
+                                NULL };
     status = run(login_srv, NULL, out, sizeof out);
     assert_failed(status, "login-server without its users file");
     /* A user name with ':' cannot be stored. */
@@ -805,8 +825,8 @@ static void tutorial_over(const char *listen_addr, const char *want)
     struct proc srv = start_server(server_argv, NULL, addr, 1);
     size_t want_len = strlen(want);
     if (want[want_len - 1] == ':') {
-        cr_assert(strncmp(addr[0], want, want_len) == 0, "server %s: listening on %s",
-                  listen_addr, addr[0]);
+        cr_assert(strncmp(addr[0], want, want_len) == 0, "server %s: listening on %s", listen_addr,
+                  addr[0]);
         cr_assert_gt(atoi(addr[0] + want_len), 0, "no port chosen: %s", addr[0]);
     } else {
         cr_assert_str_eq(addr[0], want);
@@ -887,7 +907,8 @@ Test(examples, tutorial_client_fails_when_server_sends_nothing)
 Test(examples, tutorial_server_rejects_malformed_addresses)
 {
     static const char *const bad[] = { "not an address", "127.0.0.1", "127.0.0.1:65536",
-                                       "127.0.0.1:port", "[::1:0", "::1:0", "unix:" };
+                                       "127.0.0.1:port", "[::1:0",    "::1:0",
+                                       "unix:" };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const char *server_argv[] = { EXAMPLE("server"), bad[i], NULL };
         char out[128];

@@ -28,8 +28,9 @@ static int record(void *arg, const uint8_t *msg, uint32_t len)
 
 Test(frame, header_boundaries_round_trip)
 {
-    const uint32_t lens[] = { 0, 1, 255, 256, 1u << 24, SM_DEFAULT_MAX_FRAME,
-                              SM_DEFAULT_MAX_FRAME + 1, UINT32_MAX };
+    const uint32_t lens[] = {
+        0, 1, 255, 256, 1u << 24, SM_DEFAULT_MAX_FRAME, SM_DEFAULT_MAX_FRAME + 1, UINT32_MAX
+    };
     for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
         uint8_t h[SM_HEADER_LEN];
         sm_frame_header_put(h, lens[i]);

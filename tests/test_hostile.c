@@ -50,8 +50,8 @@ extern char **environ;
 #endif
 
 #define ECHO_SERVER BUILD_DIR "/examples/echo-server"
-#define WAIT_MS 5000   /* bound on every blocking call that should succeed */
-#define FRESH_MS 500   /* a fresh client's connect + echo after each case */
+#define WAIT_MS 5000 /* bound on every blocking call that should succeed */
+#define FRESH_MS 500 /* a fresh client's connect + echo after each case */
 #define MAX_CHILDREN 4
 #define MiB (1024L * 1024L)
 
@@ -234,8 +234,8 @@ static void echo_start(struct echo *e, long nofile)
     e->pid = pid;
     e->out = out[0];
     char line[SM_ADDRSTRLEN + 32];
-    cr_assert(read_line(e->out, line, sizeof line, 10000) >= 0,
-              "%s printed no listening line", argv[0]);
+    cr_assert(read_line(e->out, line, sizeof line, 10000) >= 0, "%s printed no listening line",
+              argv[0]);
     cr_assert(strncmp(line, "listening on ", 13) == 0, "got '%s'", line);
     cr_assert(strlen(line + 13) < SM_ADDRSTRLEN);
     strcpy(e->addr, line + 13);
@@ -272,8 +272,7 @@ static void echo_stop(struct echo *e)
     untrack(e->pid);
     close(e->out);
     cr_assert_eq(r, e->pid, "echo-server did not stop on SIGTERM");
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "echo-server: status %#x",
-              status);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "echo-server: status %#x", status);
 }
 
 /* A "Vm...:" line of /proc/PID/status, in bytes; -1 if missing. */
@@ -341,8 +340,7 @@ static long cpu_ms(pid_t pid)
     char *p = strrchr(buf, ')');
     cr_assert_not_null(p);
     unsigned long ut, st;
-    cr_assert_eq(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st),
-                 2);
+    cr_assert_eq(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st), 2);
     return (long)((ut + st) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
 }
 
@@ -564,7 +562,8 @@ static void reset_close(int fd)
 
 static sm_conn *client_to(const char *addr)
 {
-    sm_options opt = { .connect_timeout_ms = WAIT_MS, .recv_timeout_ms = WAIT_MS,
+    sm_options opt = { .connect_timeout_ms = WAIT_MS,
+                       .recv_timeout_ms = WAIT_MS,
                        .send_timeout_ms = WAIT_MS };
     sm_conn *c;
     int rc = sm_connect_opts(&c, addr, &opt);
@@ -596,8 +595,9 @@ static double fresh_echo(const char *addr, double bound_ms, const char *after)
     echo_rtt(c);
     double took = now_ms_f() - t0;
     sm_close(c);
-    cr_assert_lt(took, bound_ms, "after %s, a fresh client waited %.1f ms for its echo (bound %.0f)",
-                 after, took, bound_ms);
+    cr_assert_lt(took, bound_ms,
+                 "after %s, a fresh client waited %.1f ms for its echo (bound %.0f)", after, took,
+                 bound_ms);
     return took;
 }
 
@@ -611,8 +611,8 @@ static void server_ok(const struct echo *e, long rss0, long bound, const char *a
     long rss = rss_of(e->pid);
     cr_log_info("%s: fresh client %.2f ms; server RSS %+ld KiB (bound %ld KiB)", after, ms,
                 (rss - rss0) >> 10, bound >> 10);
-    cr_assert_lt(rss - rss0, bound, "after %s, echo-server RSS grew %ld KiB (bound %ld KiB)",
-                 after, (rss - rss0) >> 10, bound >> 10);
+    cr_assert_lt(rss - rss0, bound, "after %s, echo-server RSS grew %ld KiB (bound %ld KiB)", after,
+                 (rss - rss0) >> 10, bound >> 10);
 }
 
 /* A warm-up so one-time costs (the loop's scratch, malloc arenas, the
@@ -855,7 +855,8 @@ static size_t garbage_exchange(const char *addr, const uint8_t *buf, size_t n, i
             shutdown(fd, SHUT_WR);
             wrote_eof = 1;
         }
-        struct pollfd p = { .fd = fd, .events = POLLIN | (wrote_eof || write_failed ? 0 : POLLOUT) };
+        struct pollfd p = { .fd = fd,
+                            .events = POLLIN | (wrote_eof || write_failed ? 0 : POLLOUT) };
         if (poll(&p, 1, 50) <= 0)
             continue;
         if (p.revents & POLLOUT) {
@@ -881,13 +882,13 @@ static size_t garbage_exchange(const char *addr, const uint8_t *buf, size_t n, i
         }
     }
     close(fd);
-    cr_assert(closed == 1 || closed == -ECONNRESET, "seed %u: the server did not close (%d)",
-              seed, closed);
+    cr_assert(closed == 1 || closed == -ECONNRESET, "seed %u: the server did not close (%d)", seed,
+              closed);
     cr_assert(!write_failed || want == SM_ETOOBIG, "seed %u: write failed: %s", seed,
               strerror(write_failed));
     if (want == SM_ECLOSED)
-        cr_assert_eq(echoed, whole, "seed %u: clean end, but %zu of %zu bytes echoed", seed,
-                     echoed, whole);
+        cr_assert_eq(echoed, whole, "seed %u: clean end, but %zu of %zu bytes echoed", seed, echoed,
+                     whole);
     return echoed;
 }
 
@@ -987,12 +988,12 @@ Test(hostile, idle_and_slow_drip_peers_do_not_delay_others, .timeout = 40)
     cr_log_info("with %d idle and %d drip peers: %d fresh clients, connect+echo median %.2f ms, "
                 "worst %.2f ms; server RSS %+ld KiB",
                 IDLE_PEERS, DRIP_PEERS, trips, median, worst, (rss1 - rss0) >> 10);
-    fprintf(stderr, "hostile: fresh client among %d idle + %d drip peers: median %.2f ms, "
-                    "worst %.2f ms (%d trips)\n",
+    fprintf(stderr,
+            "hostile: fresh client among %d idle + %d drip peers: median %.2f ms, "
+            "worst %.2f ms (%d trips)\n",
             IDLE_PEERS, DRIP_PEERS, median, worst, trips);
     cr_assert_geq(trips, 50);
-    cr_assert_lt(worst, BUSY_RTT_MS, "a fresh client waited %.1f ms among idle/drip peers",
-                 worst);
+    cr_assert_lt(worst, BUSY_RTT_MS, "a fresh client waited %.1f ms among idle/drip peers", worst);
     cr_assert_lt(rss1 - rss0, IDLE_BOUND, "server RSS grew %ld KiB with %d peers (bound %ld KiB)",
                  (rss1 - rss0) >> 10, IDLE_PEERS + DRIP_PEERS, IDLE_BOUND >> 10);
     server_ok(&e, rss0, IDLE_BOUND, "idle and drip peers (still connected)");
@@ -1009,8 +1010,8 @@ Test(hostile, idle_and_slow_drip_peers_do_not_delay_others, .timeout = 40)
 
 #define HOGS 12
 #define HOG_FRAME (64 * 1024)
-#define HOG_CAP (256 * MiB)   /* per hog: reaching it means no backpressure */
-#define HOG_STALL_MS 1000     /* no progress this long: the server stopped */
+#define HOG_CAP (256 * MiB) /* per hog: reaching it means no backpressure */
+#define HOG_STALL_MS 1000   /* no progress this long: the server stopped */
 /* Backpressure keeps each hog's queue near high_water (1 MiB) plus one
  * read's worth: 12 hogs hold about 13-14 MiB (about 22 MiB under ASan).
  * Bound 32 MiB (48 MiB under ASan), while they offer more than 64 MiB (the
@@ -1050,8 +1051,8 @@ Test(hostile, peers_that_never_read_are_paused_memory_bounded, .timeout = 60)
         for (int i = 0; i < HOGS; i++) {
             for (int k = 0; k < 16 && sent[i] < HOG_CAP; k++) {
                 size_t off = sent[i] % (4 + HOG_FRAME);
-                ssize_t n = send(fd[i], frame + off, 4 + HOG_FRAME - off,
-                                 MSG_NOSIGNAL | MSG_DONTWAIT);
+                ssize_t n =
+                    send(fd[i], frame + off, 4 + HOG_FRAME - off, MSG_NOSIGNAL | MSG_DONTWAIT);
                 if (n <= 0) {
                     cr_assert(n < 0 && (errno == EAGAIN || errno == EINTR), "hog %d: %s", i,
                               strerror(errno));
@@ -1082,11 +1083,11 @@ Test(hostile, peers_that_never_read_are_paused_memory_bounded, .timeout = 60)
                 "server RSS %+ld KiB (peak %ld KiB); good client worst echo %.2f ms in %d",
                 HOGS, total >> 20, now_ms() - t0, most >> 20, stalled, (rss1 - rss0) >> 10,
                 hwm >> 10, worst, trips);
-    fprintf(stderr, "hostile: %d never-reading hogs offered %zu MiB; server RSS grew %ld KiB; "
-                    "good client worst echo %.2f ms over %d trips\n",
+    fprintf(stderr,
+            "hostile: %d never-reading hogs offered %zu MiB; server RSS grew %ld KiB; "
+            "good client worst echo %.2f ms over %d trips\n",
             HOGS, total >> 20, (rss1 - rss0) >> 10, worst, trips);
-    cr_assert_eq(stalled, HOGS, "only %d of %d hogs were stopped: no backpressure", stalled,
-                 HOGS);
+    cr_assert_eq(stalled, HOGS, "only %d of %d hogs were stopped: no backpressure", stalled, HOGS);
     cr_assert_lt(most, (size_t)HOG_CAP, "the server read %zu MiB from one hog", most >> 20);
     cr_assert_gt(total, (size_t)HOG_OFFER_MIN, "the hogs offered only %zu MiB", total >> 20);
     cr_assert_lt(rss1 - rss0, HOG_BOUND, "server RSS grew %ld KiB under %d hogs (bound %ld KiB)",
@@ -1144,8 +1145,8 @@ Test(hostile, thousands_connect_then_close, .timeout = 40)
     for (int64_t stop = now_ms() + WAIT_MS; now_ms() < stop; sleep_ms(20))
         if ((fds = fd_count(e.pid)) <= fds0)
             break;
-    cr_log_info("%d connect-then-close in %" PRId64 " ms; server fds %d -> %d", VANISH, took,
-                fds0, fds);
+    cr_log_info("%d connect-then-close in %" PRId64 " ms; server fds %d -> %d", VANISH, took, fds0,
+                fds);
     cr_assert_leq(fds, fds0, "the server holds %d descriptors, %d before", fds, fds0);
     echo_stop(&e);
 }
@@ -1175,9 +1176,9 @@ Test(hostile, accepted_connections_that_vanish_leak_nothing, .timeout = 30)
         cr_assert_eq(sm_accept(l, &c), 0, "%s", sm_last_error());
         char buf[16];
         ssize_t rc = sm_recv(c, buf, sizeof buf);
-        int ok = kind == 0 ? rc == SM_ECLOSED
-               : kind == 2 ? rc == SM_ETRUNCATED
-                           : rc == -ECONNRESET || rc == SM_ETRUNCATED || rc == SM_ECLOSED;
+        int ok = kind == 0   ? rc == SM_ECLOSED
+                 : kind == 2 ? rc == SM_ETRUNCATED
+                             : rc == -ECONNRESET || rc == SM_ETRUNCATED || rc == SM_ECLOSED;
         cr_assert(ok, "peer %d (kind %d): %s", i, kind, sm_strerror((int)rc));
         sm_close(c);
     }
@@ -1189,9 +1190,9 @@ Test(hostile, accepted_connections_that_vanish_leak_nothing, .timeout = 30)
 /* Out of descriptors                                                  */
 /* ------------------------------------------------------------------ */
 
-#define FD_LIMIT 48      /* the server's RLIMIT_NOFILE */
-#define FD_CLIENTS 80    /* more than it can hold */
-#define FD_CPU_MS 150    /* its CPU in 1 s of being full: it must idle */
+#define FD_LIMIT 48   /* the server's RLIMIT_NOFILE */
+#define FD_CLIENTS 80 /* more than it can hold */
+#define FD_CPU_MS 150 /* its CPU in 1 s of being full: it must idle */
 #define FD_BOUND (4 * MiB)
 
 Test(hostile, out_of_descriptors_pauses_without_spinning, .timeout = 40)
@@ -1208,35 +1209,35 @@ Test(hostile, out_of_descriptors_pauses_without_spinning, .timeout = 40)
     }
     /* Collects echoes until quiet for quiet_ms (or total_ms). */
     int first = 0;
-#define COLLECT(count, total_ms, quiet_ms)                                                 \
-    do {                                                                                   \
-        int64_t end_ = now_ms() + (total_ms), last_ = now_ms();                            \
-        while (now_ms() < end_ && now_ms() - last_ < (quiet_ms)) {                         \
-            struct pollfd p_[FD_CLIENTS];                                                  \
-            int map_[FD_CLIENTS], k_ = 0;                                                  \
-            for (int i_ = 0; i_ < FD_CLIENTS; i_++)                                        \
-                if (!served[i_] && fds[i_] >= 0) {                                         \
-                    p_[k_] = (struct pollfd){ .fd = fds[i_], .events = POLLIN };           \
-                    map_[k_++] = i_;                                                       \
-                }                                                                          \
-            if (k_ == 0)                                                                   \
-                break;                                                                     \
-            poll(p_, (nfds_t)k_, 20);                                                      \
-            for (int j_ = 0; j_ < k_; j_++) {                                              \
-                if (!p_[j_].revents)                                                       \
-                    continue;                                                              \
-                int i_ = map_[j_];                                                         \
-                char buf_[64], want_[64];                                                  \
-                ssize_t n_ = raw_recv_frame(fds[i_], buf_, sizeof buf_ - 1, 2000);         \
-                cr_assert_geq(n_, 0, "client %d: %s", i_, sm_strerror((int)n_));           \
-                buf_[n_] = '\0';                                                           \
-                snprintf(want_, sizeof want_, "hello %d", i_);                             \
-                cr_assert_str_eq(buf_, want_);                                             \
-                served[i_] = 1;                                                            \
-                (count)++;                                                                 \
-                last_ = now_ms();                                                          \
-            }                                                                              \
-        }                                                                                  \
+#define COLLECT(count, total_ms, quiet_ms)                                                         \
+    do {                                                                                           \
+        int64_t end_ = now_ms() + (total_ms), last_ = now_ms();                                    \
+        while (now_ms() < end_ && now_ms() - last_ < (quiet_ms)) {                                 \
+            struct pollfd p_[FD_CLIENTS];                                                          \
+            int map_[FD_CLIENTS], k_ = 0;                                                          \
+            for (int i_ = 0; i_ < FD_CLIENTS; i_++)                                                \
+                if (!served[i_] && fds[i_] >= 0) {                                                 \
+                    p_[k_] = (struct pollfd){ .fd = fds[i_], .events = POLLIN };                   \
+                    map_[k_++] = i_;                                                               \
+                }                                                                                  \
+            if (k_ == 0)                                                                           \
+                break;                                                                             \
+            poll(p_, (nfds_t)k_, 20);                                                              \
+            for (int j_ = 0; j_ < k_; j_++) {                                                      \
+                if (!p_[j_].revents)                                                               \
+                    continue;                                                                      \
+                int i_ = map_[j_];                                                                 \
+                char buf_[64], want_[64];                                                          \
+                ssize_t n_ = raw_recv_frame(fds[i_], buf_, sizeof buf_ - 1, 2000);                 \
+                cr_assert_geq(n_, 0, "client %d: %s", i_, sm_strerror((int)n_));                   \
+                buf_[n_] = '\0';                                                                   \
+                snprintf(want_, sizeof want_, "hello %d", i_);                                     \
+                cr_assert_str_eq(buf_, want_);                                                     \
+                served[i_] = 1;                                                                    \
+                (count)++;                                                                         \
+                last_ = now_ms();                                                                  \
+            }                                                                                      \
+        }                                                                                          \
     } while (0)
     COLLECT(first, 5000, 700);
     int waiting = FD_CLIENTS - first;
@@ -1250,8 +1251,8 @@ Test(hostile, out_of_descriptors_pauses_without_spinning, .timeout = 40)
     COLLECT(late, 1, 1000);
     cr_log_info("fd limit %d: %d served, %d waiting; server CPU %ld ms in 1 s while full", FD_LIMIT,
                 first, waiting, cpu);
-    fprintf(stderr, "hostile: out of fds: %d served, %d waiting, server CPU %ld ms in 1 s\n",
-            first, waiting, cpu);
+    fprintf(stderr, "hostile: out of fds: %d served, %d waiting, server CPU %ld ms in 1 s\n", first,
+            waiting, cpu);
     cr_assert_lt(cpu, FD_CPU_MS, "the server spun: %ld ms of CPU in 1 s while full", cpu);
     cr_assert_eq(late, 0, "%d clients served while no descriptor was free", late);
     /* Served clients leave, a few rounds: every waiting client is served. */
@@ -1329,9 +1330,13 @@ Test(hostile, server_survives_clients_vanishing_while_it_writes, .timeout = 40)
         uint8_t h[4];
         cr_assert_eq(read_exact(fd, h, 4, now_ms() + WAIT_MS), 0, "no echo started");
         switch (i % 3) {
-        case 0: close(fd); break;              /* unread data: a reset */
+        case 0: close(fd); break; /* unread data: a reset */
         case 1: reset_close(fd); break;
-        default: shutdown(fd, SHUT_WR); sleep_ms(5); close(fd); break; /* FIN, then reset */
+        default:
+            shutdown(fd, SHUT_WR);
+            sleep_ms(5);
+            close(fd);
+            break; /* FIN, then reset */
         }
         sleep_ms(10);
         assert_alive(&e, "a client vanished while it was written to");
@@ -1352,8 +1357,10 @@ Test(hostile, sm_send_to_vanished_peer_fails_without_sigpipe, .timeout = 30)
     size_t big = 1 * MiB;
     uint8_t *msg = calloc(1, big);
     cr_assert_not_null(msg);
-    sm_options o = { .connect_timeout_ms = WAIT_MS, .send_timeout_ms = WAIT_MS,
-                     .recv_timeout_ms = WAIT_MS, .accept_timeout_ms = WAIT_MS };
+    sm_options o = { .connect_timeout_ms = WAIT_MS,
+                     .send_timeout_ms = WAIT_MS,
+                     .recv_timeout_ms = WAIT_MS,
+                     .accept_timeout_ms = WAIT_MS };
     for (int i = 0; i < 6; i++) {
         sm_conn *c;
         cr_assert_eq(sm_connect_opts(&c, addr, &o), 0, "%s", sm_last_error());
@@ -1364,8 +1371,7 @@ Test(hostile, sm_send_to_vanished_peer_fails_without_sigpipe, .timeout = 30)
             close(peer);
         sleep_ms(20);
         int rc = 0, k;
-        for (k = 0; k < 64 && rc == 0; k++)
-        {
+        for (k = 0; k < 64 && rc == 0; k++) {
             if (i >= 4) {
                 rc = sm_send_flags(c, msg, 100, SM_MORE);
                 if (rc == 0)
@@ -1425,8 +1431,7 @@ Test(hostile, sm_send_to_vanished_peer_fails_without_sigpipe, .timeout = 30)
         rc = 0;
         for (k = 0; k < 64 && rc == 0; k++)
             rc = sm_send(a, msg, big);
-        cr_assert(rc == -EPIPE || rc == -ECONNRESET, "accepted: send %d: %s", k,
-                  sm_strerror(rc));
+        cr_assert(rc == -EPIPE || rc == -ECONNRESET, "accepted: send %d: %s", k, sm_strerror(rc));
         sm_close(a);
     }
     /* Still here, and still a working client. */
@@ -1494,7 +1499,8 @@ static void client_case(const struct script *s, enum recv_kind kind, int ok, int
 {
     char addr[SM_ADDRSTRLEN];
     int lfd = raw_listener(addr);
-    sm_options o = { .connect_timeout_ms = WAIT_MS, .recv_timeout_ms = WAIT_MS,
+    sm_options o = { .connect_timeout_ms = WAIT_MS,
+                     .recv_timeout_ms = WAIT_MS,
                      .send_timeout_ms = WAIT_MS };
     sm_conn *c;
     cr_assert_eq(sm_connect_opts(&c, addr, &o), 0, "%s", sm_last_error());
@@ -1521,8 +1527,7 @@ static void client_case(const struct script *s, enum recv_kind kind, int ok, int
     cr_assert_lt(took, 1000, "%s, %s: took %" PRId64 " ms", what, recv_name[kind], took);
     /* the failure sticks */
     n = recv_one(c, kind, out, sizeof out);
-    cr_assert_eq(n, want, "%s, %s: second call %s", what, recv_name[kind],
-                 sm_strerror((int)n));
+    cr_assert_eq(n, want, "%s, %s: second call %s", what, recv_name[kind], sm_strerror((int)n));
     sm_close(c);
     if (s->end == 2)
         close(fd);
@@ -1600,7 +1605,8 @@ static void *feeder_main(void *arg)
 static void fresh_blocking_client(sm_listener *l, const char *addr)
 {
     double t0 = now_ms_f();
-    sm_options o = { .connect_timeout_ms = WAIT_MS, .recv_timeout_ms = WAIT_MS,
+    sm_options o = { .connect_timeout_ms = WAIT_MS,
+                     .recv_timeout_ms = WAIT_MS,
                      .send_timeout_ms = WAIT_MS };
     sm_conn *c, *a;
     cr_assert_eq(sm_connect_opts(&c, addr, &o), 0);
@@ -1618,7 +1624,8 @@ static void fresh_blocking_client(sm_listener *l, const char *addr)
 
 Test(hostile, accepted_conn_reports_hostile_streams, .timeout = 40)
 {
-    sm_options o = { .accept_timeout_ms = WAIT_MS, .recv_timeout_ms = WAIT_MS,
+    sm_options o = { .accept_timeout_ms = WAIT_MS,
+                     .recv_timeout_ms = WAIT_MS,
                      .send_timeout_ms = WAIT_MS };
     sm_listener *l;
     char addr[SM_ADDRSTRLEN];

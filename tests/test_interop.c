@@ -216,8 +216,7 @@ static struct child python_server(const char *listen_addr, const char *want_pref
     if (read_line(py.out, line, sizeof line, WAIT_MS) < 0) {
         char err[1024];
         read_all(py.err, err, sizeof err, 1000);
-        cr_assert_fail("peer.py serve %s printed no listening line; stderr: %s", listen_addr,
-                       err);
+        cr_assert_fail("peer.py serve %s printed no listening line; stderr: %s", listen_addr, err);
     }
     size_t pre = strlen("listening on ");
     cr_assert(strncmp(line, "listening on ", pre) == 0, "peer.py printed '%s'", line);
@@ -237,13 +236,13 @@ static void python_echoes_c(const char *listen_addr, const char *want_prefix)
     cr_assert_eq(rc, 0, "connect %s: %s", addr, sm_last_error());
 
     /* One at a time, around each size the receiver treats differently. */
-    static const size_t sizes[] = { 0, 1, 4096, SM_RECV_BUFFER - 4, SM_RECV_BUFFER,
-                                    SM_RECV_BUFFER + 1, 1u << 20 };
+    static const size_t sizes[] = {
+        0, 1, 4096, SM_RECV_BUFFER - 4, SM_RECV_BUFFER, SM_RECV_BUFFER + 1, 1u << 20
+    };
     size_t nsizes = sizeof sizes / sizeof sizes[0];
     for (size_t i = 0; i < nsizes; i++) {
         uint8_t *msg = make_message(sizes[i], (unsigned)i);
-        cr_assert_eq(sm_send(c, msg, sizes[i]), 0, "send %zu bytes: %s", sizes[i],
-                     sm_last_error());
+        cr_assert_eq(sm_send(c, msg, sizes[i]), 0, "send %zu bytes: %s", sizes[i], sm_last_error());
         void *back;
         ssize_t n = sm_recv_alloc(c, &back);
         cr_assert_eq(n, (ssize_t)sizes[i], "echo of %zu bytes: %zd (%s)", sizes[i], n,
@@ -305,8 +304,8 @@ Test(interop, python_server_echoes_c_client_ipv6)
 /* Listens on listen_addr with max_frame (0: default), runs `peer.py client
  * ADDR count`, echoes until the connection ends.  Returns how many
  * messages were echoed; *end is the receive result that ended the loop. */
-static int c_echoes_python(const char *listen_addr, uint32_t max_frame, int count,
-                           struct child *py, ssize_t *end)
+static int c_echoes_python(const char *listen_addr, uint32_t max_frame, int count, struct child *py,
+                           ssize_t *end)
 {
     sm_options o = patient;
     o.max_frame = max_frame;

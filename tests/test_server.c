@@ -189,8 +189,7 @@ struct srv {
     char problem[256]; /* the first thing a handler found wrong */
 };
 
-static void note_problem(struct srv *v, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+static void note_problem(struct srv *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void note_problem(struct srv *v, const char *fmt, ...)
 {
@@ -885,8 +884,8 @@ Test(server, thousand_concurrent_clients_echo_rounds, .timeout = 20)
     cr_assert_eq(atomic_load(&v->messages), (uint64_t)MANY_CLIENTS * MANY_ROUNDS + 1);
     for (int i = 0; i < MANY_CLIENTS; i++)
         sm_close(c[i]);
-    cr_assert(wait_count(v, 1, MANY_CLIENTS, 10000), "only %zu of %d closes seen",
-              srv_count(v, 1), MANY_CLIENTS);
+    cr_assert(wait_count(v, 1, MANY_CLIENTS, 10000), "only %zu of %d closes seen", srv_count(v, 1),
+              MANY_CLIENTS);
     cr_assert_eq(srv_count(v, 0), MANY_CLIENTS);
     server_down(v);
     free(c);
@@ -1122,8 +1121,8 @@ Test(server, user_data_peer_ids_and_stats, .timeout = 10)
     snprintf(want, sizeof want, "peer=%s msgs=3", local);
     ask(a, "#info", buf, sizeof buf);
     cr_assert_str_eq(buf, want);
-    snprintf(want, sizeof want, "peer=%s n=%zu short=%d null=%d", local, strlen(local),
-             SM_EINVAL, SM_EINVAL);
+    snprintf(want, sizeof want, "peer=%s n=%zu short=%d null=%d", local, strlen(local), SM_EINVAL,
+             SM_EINVAL);
     ask(a, "#peer", buf, sizeof buf);
     cr_assert_str_eq(buf, want);
 
@@ -1292,8 +1291,8 @@ Test(server, send_beyond_max_queue_is_efull_and_queues_nothing, .timeout = 10)
     /* Nothing was written between the sends: the queue held k frames. */
     int k = (int)(FILL_MAXQ / (FILL_SIZE + 4));
     size_t filler = FILL_MAXQ - (size_t)k * (FILL_SIZE + 4) - 4;
-    cr_assert_eq(f.k, k, "%d sends of %u bytes fitted in max_queue %u, expected %d", f.k,
-                 FILL_SIZE, FILL_MAXQ, k);
+    cr_assert_eq(f.k, k, "%d sends of %u bytes fitted in max_queue %u, expected %d", f.k, FILL_SIZE,
+                 FILL_MAXQ, k);
     cr_assert_eq(f.full_rc, SM_EFULL, "%s", sm_strerror(f.full_rc));
     cr_assert_eq(f.filler_len, filler);
     cr_assert_eq(f.filler_rc, 0, "a queue of exactly max_queue is allowed: %s",
@@ -1927,8 +1926,7 @@ static int fd_child(int cmd, int rep)
 /* Waits up to total_ms for "hello <i>" echoes on clients not yet served;
  * with quiet_ms, stops that long after the last one.  Returns how many
  * came, or -1 after a wrong or failed reply (why in fail). */
-static int collect_echoes(int *fds, int *served, int total_ms, int quiet_ms, char *fail,
-                          size_t cap)
+static int collect_echoes(int *fds, int *served, int total_ms, int quiet_ms, char *fail, size_t cap)
 {
     struct pollfd p[FD_CLIENTS];
     int map[FD_CLIENTS], got = 0;
@@ -1975,10 +1973,10 @@ struct fd_report {
     uint64_t pauses, accepted;
 };
 
-#define FAIL(...)                                                                          \
-    do {                                                                                   \
-        snprintf(fail, cap, __VA_ARGS__);                                                  \
-        return;                                                                            \
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        snprintf(fail, cap, __VA_ARGS__);                                                          \
+        return;                                                                                    \
     } while (0)
 
 static void fd_parent(int cmd, int rep, int *fds, struct fd_report *r, char *fail, size_t cap)
@@ -2004,8 +2002,8 @@ static void fd_parent(int cmd, int rep, int *fds, struct fd_report *r, char *fai
     r->first = first;
     r->waited = FD_CLIENTS - first;
     if (first == 0 || r->waited == 0)
-        FAIL("%d of %d served under a limit of %ld: the limit did not bite", first,
-             FD_CLIENTS, r->limit);
+        FAIL("%d of %d served under a limit of %ld: the limit did not bite", first, FD_CLIENTS,
+             r->limit);
     if (first < r->waited + 5)
         FAIL("only %d served, %d waiting: too few to free room for them", first, r->waited);
 
@@ -2092,8 +2090,7 @@ Test(server, out_of_descriptors_pauses_accepting_without_spinning, .timeout = 20
     cr_assert(WIFEXITED(status), "the child died of signal %d", WTERMSIG(status));
     cr_assert_lt(r.cpu, FD_CPU_LIMIT_US, "the server spun: %ld us of CPU in 1 s", r.cpu);
     cr_assert_gt(r.pauses, 0);
-    cr_assert_eq(WEXITSTATUS(status), 0, "the child failed with status %d",
-                 WEXITSTATUS(status));
+    cr_assert_eq(WEXITSTATUS(status), 0, "the child failed with status %d", WEXITSTATUS(status));
 }
 
 /* ------------------------------------------------------------------ */
@@ -2183,8 +2180,7 @@ static int idle_child(int cmd, int rep)
 static void idle_parent(int cmd, int rep, int *fds, long *rss, char *fail, size_t cap)
 {
     char line[256], addr[SM_ADDRSTRLEN];
-    if (read_line(rep, line, sizeof line, TIMEOUT_MS) < 0 ||
-        sscanf(line, "addr %127s", addr) != 1)
+    if (read_line(rep, line, sizeof line, TIMEOUT_MS) < 0 || sscanf(line, "addr %127s", addr) != 1)
         FAIL("no address from the child");
     /* One client warms the server up: its scratch buffer, a partial
      * frame, a queue; one-time costs land in the baseline. */
@@ -2246,8 +2242,7 @@ Test(server, idle_connections_cost_little_memory, .timeout = 20)
               "the server child failed (status %#x)", status);
     double per = (double)(rss[1] - rss[0]) / IDLE_CLIENTS;
     cr_log_info("server RSS per idle connection: %.0f bytes (%ld KiB for %d)%s", per,
-                (rss[1] - rss[0]) >> 10, IDLE_CLIENTS,
-                UNDER_SANITIZER ? " [sanitizer build]" : "");
+                (rss[1] - rss[0]) >> 10, IDLE_CLIENTS, UNDER_SANITIZER ? " [sanitizer build]" : "");
     fprintf(stderr, "server RSS per idle connection: %.0f bytes\n", per);
     cr_assert(rss[0] > 0 && rss[1] > 0);
     cr_assert_lt(per, IDLE_BOUND_BYTES, "%.0f bytes per idle connection", per);

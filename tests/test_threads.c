@@ -31,8 +31,8 @@ static void unix_addr(char *buf, size_t cap, const char *tag)
 
 /* Listens on addr; *server is the accepted end, *client the connected one;
  * both with options o. */
-static void open_pair(const char *addr, const sm_options *o, sm_listener **l,
-                      sm_conn **server, sm_conn **client)
+static void open_pair(const char *addr, const sm_options *o, sm_listener **l, sm_conn **server,
+                      sm_conn **client)
 {
     char where[SM_ADDRSTRLEN];
     int rc = sm_listen_opts(l, addr, o);
@@ -111,8 +111,7 @@ static void *sender_run(void *arg)
 }
 
 /* Checks one received message; returns 0 or writes why into err. */
-static int check_msg(const uint8_t *p, ssize_t n, unsigned next[SENDERS], char *err,
-                     size_t errlen)
+static int check_msg(const uint8_t *p, ssize_t n, unsigned next[SENDERS], char *err, size_t errlen)
 {
     if (n < 2) {
         snprintf(err, errlen, "receive returned %zd (%s): %s", n, sm_strerror((int)n),
@@ -201,8 +200,8 @@ static void concurrent_senders(const char *addr, unsigned per_sender)
 
     cr_assert_str_eq(err, "", "%s: frames were mixed up: %s", addr, err);
     cr_assert_eq(got, total, "%s: received %u of %u messages", addr, got, total);
-    cr_assert_eq(extra, SM_ETIMEDOUT, "%s: an extra message or error after the last: %zd",
-                 addr, extra);
+    cr_assert_eq(extra, SM_ETIMEDOUT, "%s: an extra message or error after the last: %zd", addr,
+                 extra);
     for (unsigned i = 0; i < SENDERS; i++) {
         cr_assert_eq(s[i].rc, 0, "%s: sender %u: %s", addr, i, sm_strerror(s[i].rc));
         cr_assert_eq(s[i].sent, per_sender, "%s: sender %u", addr, i);
@@ -245,10 +244,10 @@ static uint8_t duplex_byte(unsigned i, size_t k)
 
 struct duplex {
     sm_conn *c;
-    int flags;      /* SM_MORE: batched sends and zero-copy receives */
-    unsigned done;  /* messages handled */
-    int rc;         /* first library error */
-    char err[200];  /* first content error */
+    int flags;     /* SM_MORE: batched sends and zero-copy receives */
+    unsigned done; /* messages handled */
+    int rc;        /* first library error */
+    char err[200]; /* first content error */
 };
 
 /* Sends message 0, 1, ... on c. */
@@ -297,8 +296,7 @@ static void *duplex_recv(void *arg)
             break;
         }
         if ((size_t)n != duplex_len(i)) {
-            snprintf(d->err, sizeof d->err, "echo %u: %zd bytes, sent %zu", i, n,
-                     duplex_len(i));
+            snprintf(d->err, sizeof d->err, "echo %u: %zd bytes, sent %zu", i, n, duplex_len(i));
             break;
         }
         for (size_t k = 0; k < (size_t)n; k++) {

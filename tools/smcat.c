@@ -75,13 +75,13 @@ struct config {
     bool retry, echo, no_wait, verbose, quiet;
     int timeout_ms, recv_timeout_ms, interval_ms; /* 0: none */
     unsigned long count;
-    long expect;                /* -1: until the peer closes */
+    long expect; /* -1: until the peer closes */
     uint32_t max_frame;
     enum in_format in;
     enum out_format out;
-    bool use_stdin;             /* no --data or --file given */
-    bool stdin_streamed;        /* stdin sent as it is read (count 1) */
-    struct msg *msgs;           /* --data/--file (or stdin with --count) */
+    bool use_stdin;      /* no --data or --file given */
+    bool stdin_streamed; /* stdin sent as it is read (count 1) */
+    struct msg *msgs;    /* --data/--file (or stdin with --count) */
     size_t nmsgs;
 };
 
@@ -134,52 +134,51 @@ static int exit_for_setup(int rc)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-"usage: smcat --connect ADDR [options]      send messages, print replies\n"
-"       smcat --listen ADDR [options]       serve one client the same way\n"
-"       smcat --listen ADDR --echo [-v]     echo server for many clients\n"
-"\n"
-"ADDR: host:port, [v6addr]:port, :port, unix:/path (port 0: any free port;\n"
-"--listen always prints \"smcat: listening on ADDR\" to stderr unless -q)\n"
-"\n"
-"Connection:\n"
-"  -c, --connect ADDR      connect to ADDR\n"
-"  -l, --listen ADDR       listen on ADDR, serve one client, then exit\n"
-"  -e, --echo              with --listen: echo every message back to its\n"
-"                          sender, any number of clients, until SIGINT/SIGTERM\n"
-"  -r, --retry             keep trying to connect (backoff) until it works\n"
-"  -t, --timeout MS        give up connecting (retrying) or waiting for a\n"
-"                          client after MS milliseconds\n"
-"Sending (default: stdin, one message per line):\n"
-"  -d, --data TEXT         send TEXT as one message (repeatable)\n"
-"  -f, --file PATH         send the file's contents as one message (repeatable)\n"
-"  -i, --in FORMAT         how stdin is split: lines (newline removed),\n"
-"                          whole (all of it is one message), framed (frames\n"
-"                          as --format framed writes them)\n"
-"      --stdin-whole       same as --in whole\n"
-"      --stdin-framed      same as --in framed\n"
-"  -n, --count N           send the messages N times (default 1)\n"
-"      --interval MS       pause MS milliseconds between messages\n"
-"Receiving (default: print until the peer closes):\n"
-"  -o, --format FORMAT     text (default: one line per message, bytes other\n"
-"                          than printable ASCII as \\xNN, backslash as \\\\),\n"
-"                          raw (payloads back to back), framed (length +\n"
-"                          payload, as on the wire), hex (a dump per message)\n"
-"      --expect N          stop once N messages have arrived\n"
-"  -N, --no-wait           send, then close without reading replies\n"
-"  -w, --recv-timeout MS   fail if no message arrives for MS milliseconds\n"
-"                          (with --echo: disconnect clients idle that long)\n"
-"  -m, --max-frame N       largest message accepted (also from --in framed);\n"
-"                          suffix K or M for KiB or MiB (default 16M)\n"
-"Messages:\n"
-"  -v, --verbose           report connects and disconnects on stderr\n"
-"  -q, --quiet             no listening line, no progress line\n"
-"  -h, --help              show this help\n"
-"  -V, --version           show the version\n"
-"\n"
-"Exit codes: 0 success, 1 other error (file, stdin, stdout, connection reset,\n"
-"peer closed before --expect N), 2 usage, 3 bad address, 4 connect or listen\n"
-"failed, 5 protocol error (frame too large or truncated), 6 timeout.\n");
+    fprintf(f, "usage: smcat --connect ADDR [options]      send messages, print replies\n"
+               "       smcat --listen ADDR [options]       serve one client the same way\n"
+               "       smcat --listen ADDR --echo [-v]     echo server for many clients\n"
+               "\n"
+               "ADDR: host:port, [v6addr]:port, :port, unix:/path (port 0: any free port;\n"
+               "--listen always prints \"smcat: listening on ADDR\" to stderr unless -q)\n"
+               "\n"
+               "Connection:\n"
+               "  -c, --connect ADDR      connect to ADDR\n"
+               "  -l, --listen ADDR       listen on ADDR, serve one client, then exit\n"
+               "  -e, --echo              with --listen: echo every message back to its\n"
+               "                          sender, any number of clients, until SIGINT/SIGTERM\n"
+               "  -r, --retry             keep trying to connect (backoff) until it works\n"
+               "  -t, --timeout MS        give up connecting (retrying) or waiting for a\n"
+               "                          client after MS milliseconds\n"
+               "Sending (default: stdin, one message per line):\n"
+               "  -d, --data TEXT         send TEXT as one message (repeatable)\n"
+               "  -f, --file PATH         send the file's contents as one message (repeatable)\n"
+               "  -i, --in FORMAT         how stdin is split: lines (newline removed),\n"
+               "                          whole (all of it is one message), framed (frames\n"
+               "                          as --format framed writes them)\n"
+               "      --stdin-whole       same as --in whole\n"
+               "      --stdin-framed      same as --in framed\n"
+               "  -n, --count N           send the messages N times (default 1)\n"
+               "      --interval MS       pause MS milliseconds between messages\n"
+               "Receiving (default: print until the peer closes):\n"
+               "  -o, --format FORMAT     text (default: one line per message, bytes other\n"
+               "                          than printable ASCII as \\xNN, backslash as \\\\),\n"
+               "                          raw (payloads back to back), framed (length +\n"
+               "                          payload, as on the wire), hex (a dump per message)\n"
+               "      --expect N          stop once N messages have arrived\n"
+               "  -N, --no-wait           send, then close without reading replies\n"
+               "  -w, --recv-timeout MS   fail if no message arrives for MS milliseconds\n"
+               "                          (with --echo: disconnect clients idle that long)\n"
+               "  -m, --max-frame N       largest message accepted (also from --in framed);\n"
+               "                          suffix K or M for KiB or MiB (default 16M)\n"
+               "Messages:\n"
+               "  -v, --verbose           report connects and disconnects on stderr\n"
+               "  -q, --quiet             no listening line, no progress line\n"
+               "  -h, --help              show this help\n"
+               "  -V, --version           show the version\n"
+               "\n"
+               "Exit codes: 0 success, 1 other error (file, stdin, stdout, connection reset,\n"
+               "peer closed before --expect N), 2 usage, 3 bad address, 4 connect or listen\n"
+               "failed, 5 protocol error (frame too large or truncated), 6 timeout.\n");
 }
 
 static int usage_error(const char *fmt, ...)
@@ -208,8 +207,7 @@ static int parse_number(const char *opt, const char *arg, unsigned long long min
     else if (ok && sizes && (*end == 'm' || *end == 'M'))
         unit = 1024 * 1024, end++;
     if (!ok || *end || v > max / unit || v * unit < min || v * unit > max)
-        return usage_error("%s: '%s' is not a number from %llu to %llu", opt,
-                           arg, min, max);
+        return usage_error("%s: '%s' is not a number from %llu to %llu", opt, arg, min, max);
     *out = v * unit;
     return 0;
 }
@@ -247,30 +245,29 @@ static int parse_out(const char *arg, enum out_format *out)
 /* Long-only options. */
 enum { OPT_STDIN_WHOLE = 256, OPT_STDIN_FRAMED, OPT_INTERVAL, OPT_EXPECT };
 
-static const struct option long_options[] = {
-    { "connect", required_argument, NULL, 'c' },
-    { "listen", required_argument, NULL, 'l' },
-    { "echo", no_argument, NULL, 'e' },
-    { "retry", no_argument, NULL, 'r' },
-    { "timeout", required_argument, NULL, 't' },
-    { "data", required_argument, NULL, 'd' },
-    { "file", required_argument, NULL, 'f' },
-    { "in", required_argument, NULL, 'i' },
-    { "stdin-whole", no_argument, NULL, OPT_STDIN_WHOLE },
-    { "stdin-framed", no_argument, NULL, OPT_STDIN_FRAMED },
-    { "count", required_argument, NULL, 'n' },
-    { "interval", required_argument, NULL, OPT_INTERVAL },
-    { "format", required_argument, NULL, 'o' },
-    { "expect", required_argument, NULL, OPT_EXPECT },
-    { "no-wait", no_argument, NULL, 'N' },
-    { "recv-timeout", required_argument, NULL, 'w' },
-    { "max-frame", required_argument, NULL, 'm' },
-    { "verbose", no_argument, NULL, 'v' },
-    { "quiet", no_argument, NULL, 'q' },
-    { "help", no_argument, NULL, 'h' },
-    { "version", no_argument, NULL, 'V' },
-    { NULL, 0, NULL, 0 }
-};
+static const struct option long_options[] = { { "connect", required_argument, NULL, 'c' },
+                                              { "listen", required_argument, NULL, 'l' },
+                                              { "echo", no_argument, NULL, 'e' },
+                                              { "retry", no_argument, NULL, 'r' },
+                                              { "timeout", required_argument, NULL, 't' },
+                                              { "data", required_argument, NULL, 'd' },
+                                              { "file", required_argument, NULL, 'f' },
+                                              { "in", required_argument, NULL, 'i' },
+                                              { "stdin-whole", no_argument, NULL, OPT_STDIN_WHOLE },
+                                              { "stdin-framed", no_argument, NULL,
+                                                OPT_STDIN_FRAMED },
+                                              { "count", required_argument, NULL, 'n' },
+                                              { "interval", required_argument, NULL, OPT_INTERVAL },
+                                              { "format", required_argument, NULL, 'o' },
+                                              { "expect", required_argument, NULL, OPT_EXPECT },
+                                              { "no-wait", no_argument, NULL, 'N' },
+                                              { "recv-timeout", required_argument, NULL, 'w' },
+                                              { "max-frame", required_argument, NULL, 'm' },
+                                              { "verbose", no_argument, NULL, 'v' },
+                                              { "quiet", no_argument, NULL, 'q' },
+                                              { "help", no_argument, NULL, 'h' },
+                                              { "version", no_argument, NULL, 'V' },
+                                              { NULL, 0, NULL, 0 } };
 static const char short_options[] = ":c:l:ert:d:f:i:n:o:Nw:m:vqhV";
 
 /* The option getopt just rejected, for the error line: a long one as
@@ -285,8 +282,9 @@ static const char *bad_option(char **argv, char *buf, size_t len)
 }
 
 /* Options that only make sense for one connection, not with --echo. */
-#define ONE_CONN_OPTS "--data, --file, --in, --count, --interval, --expect, " \
-                      "--no-wait, --timeout, --format"
+#define ONE_CONN_OPTS                                                                              \
+    "--data, --file, --in, --count, --interval, --expect, "                                        \
+    "--no-wait, --timeout, --format"
 
 struct parse_state {
     bool one_conn_opt; /* any of ONE_CONN_OPTS given */
@@ -321,15 +319,23 @@ static int apply_option(int opt, char **argv, struct config *cfg, struct parse_s
         msg_add(cfg, (const uint8_t *)optarg, 0, NULL, true);
         return 0;
     case 'i': ps->one_conn_opt = ps->in_given = true; return parse_in(optarg, &cfg->in);
-    case OPT_STDIN_WHOLE: ps->one_conn_opt = ps->in_given = true; cfg->in = IN_WHOLE; return 0;
-    case OPT_STDIN_FRAMED: ps->one_conn_opt = ps->in_given = true; cfg->in = IN_FRAMED; return 0;
+    case OPT_STDIN_WHOLE:
+        ps->one_conn_opt = ps->in_given = true;
+        cfg->in = IN_WHOLE;
+        return 0;
+    case OPT_STDIN_FRAMED:
+        ps->one_conn_opt = ps->in_given = true;
+        cfg->in = IN_FRAMED;
+        return 0;
     case 'n':
         ps->one_conn_opt = true;
         if (parse_number("--count", optarg, 1, ULONG_MAX, false, &v))
             return EXIT_USAGE;
         cfg->count = (unsigned long)v;
         return 0;
-    case OPT_INTERVAL: ps->one_conn_opt = true; return parse_ms("--interval", optarg, &cfg->interval_ms);
+    case OPT_INTERVAL:
+        ps->one_conn_opt = true;
+        return parse_ms("--interval", optarg, &cfg->interval_ms);
     case 'o': ps->one_conn_opt = true; return parse_out(optarg, &cfg->out);
     case OPT_EXPECT:
         ps->one_conn_opt = true;
@@ -337,7 +343,10 @@ static int apply_option(int opt, char **argv, struct config *cfg, struct parse_s
             return EXIT_USAGE;
         cfg->expect = (long)v;
         return 0;
-    case 'N': ps->one_conn_opt = true; cfg->no_wait = true; return 0;
+    case 'N':
+        ps->one_conn_opt = true;
+        cfg->no_wait = true;
+        return 0;
     case 'w': return parse_ms("--recv-timeout", optarg, &cfg->recv_timeout_ms);
     case 'm':
         if (parse_number("--max-frame", optarg, 1, UINT32_MAX, true, &v))
@@ -485,7 +494,7 @@ static ssize_t reader_take(struct reader *r, struct buf *b, size_t want, int *er
 enum { NEXT_MSG = 1, NEXT_END = 0 };
 
 struct input_error {
-    int code;      /* exit code */
+    int code; /* exit code */
     char text[200];
 };
 
@@ -567,8 +576,10 @@ static int next_frame(struct reader *r, struct buf *b, uint32_t max, struct inpu
         return input_fail(e, EXIT_PROTO, "framed input ends inside a length header");
     uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
     if (len > max)
-        return input_fail(e, EXIT_PROTO, "framed input has a %lu-byte frame, "
-                          "larger than --max-frame %lu", (unsigned long)len, (unsigned long)max);
+        return input_fail(e, EXIT_PROTO,
+                          "framed input has a %lu-byte frame, "
+                          "larger than --max-frame %lu",
+                          (unsigned long)len, (unsigned long)max);
     n = reader_take(r, b, len, &err);
     if (n < 0)
         return read_failed(n, err, e);
@@ -580,8 +591,8 @@ static int next_frame(struct reader *r, struct buf *b, uint32_t max, struct inpu
 
 /* The next stdin message into b (emptied first): NEXT_MSG, NEXT_END,
  * READ_STOPPED, or -1 with *e filled. */
-static int next_message(const struct config *cfg, struct reader *r, struct buf *b,
-                        bool *whole_done, struct input_error *e)
+static int next_message(const struct config *cfg, struct reader *r, struct buf *b, bool *whole_done,
+                        struct input_error *e)
 {
     b->len = 0;
     switch (cfg->in) {
@@ -799,13 +810,13 @@ struct session {
     const struct config *cfg;
     sm_conn *conn;
     char peer[SM_ADDRSTRLEN];
-    int stop[2];                 /* readable once the session is ending */
-    atomic_bool stopping;        /* main thread ended the session */
-    atomic_bool send_failed;     /* sender ended it: its error wins */
+    int stop[2];             /* readable once the session is ending */
+    atomic_bool stopping;    /* main thread ended the session */
+    atomic_bool send_failed; /* sender ended it: its error wins */
     int send_code;
     char send_error[300];
     uint64_t sent, received;
-    int stdout_errno;            /* writing what arrived failed */
+    int stdout_errno; /* writing what arrived failed */
 };
 
 static void request_stop(struct session *s)
@@ -947,14 +958,15 @@ static int receive_result(struct session *s, int rc)
         return complain(EXIT_FAIL, "stdout: %s", strerror(s->stdout_errno));
     if (rc == SM_ECLOSED) {
         if (cfg->expect > 0 && s->received < (uint64_t)cfg->expect)
-            return complain(EXIT_FAIL, "%s closed the connection after %llu of %ld "
-                            "expected messages", s->peer,
-                            (unsigned long long)s->received, cfg->expect);
+            return complain(EXIT_FAIL,
+                            "%s closed the connection after %llu of %ld "
+                            "expected messages",
+                            s->peer, (unsigned long long)s->received, cfg->expect);
         return EXIT_OK;
     }
     if (rc == SM_ETIMEDOUT)
-        return complain(EXIT_TIMEOUT, "no message from %s for %d ms (--recv-timeout)",
-                        s->peer, cfg->recv_timeout_ms);
+        return complain(EXIT_TIMEOUT, "no message from %s for %d ms (--recv-timeout)", s->peer,
+                        cfg->recv_timeout_ms);
     return complain(exit_for(rc), "%s", sm_last_error());
 }
 
@@ -1021,9 +1033,9 @@ static int run_session(const struct config *cfg, sm_conn *conn)
 
 static bool retryable(int rc)
 {
-    return rc == -ECONNREFUSED || rc == -ENOENT || rc == -ECONNRESET ||
-           rc == -ECONNABORTED || rc == -EHOSTUNREACH || rc == -ENETUNREACH ||
-           rc == -EAGAIN || rc == -ETIMEDOUT || rc == SM_ETIMEDOUT;
+    return rc == -ECONNREFUSED || rc == -ENOENT || rc == -ECONNRESET || rc == -ECONNABORTED ||
+           rc == -EHOSTUNREACH || rc == -ENETUNREACH || rc == -EAGAIN || rc == -ETIMEDOUT ||
+           rc == SM_ETIMEDOUT;
 }
 
 /* Connects, with --retry again and again (backoff doubling up to
@@ -1043,8 +1055,8 @@ static int connect_retrying(const struct config *cfg, sm_options *opt, sm_conn *
             return complain(exit_for_setup(rc), "%s", sm_last_error());
         left = deadline - now_ms();
         if (cfg->timeout_ms && left <= 0)
-            return complain(EXIT_TIMEOUT, "gave up after %d ms (--timeout): %s",
-                            cfg->timeout_ms, sm_last_error());
+            return complain(EXIT_TIMEOUT, "gave up after %d ms (--timeout): %s", cfg->timeout_ms,
+                            sm_last_error());
         if (cfg->verbose)
             complain(0, "%s; retrying in %d ms", sm_last_error(), wait);
         struct timespec ts = { wait / 1000, (long)(wait % 1000) * 1000000 };
@@ -1098,9 +1110,9 @@ static int run_listen_one(const struct config *cfg)
     say_listening(cfg, where);
     rc = sm_accept(l, &conn);
     if (rc < 0) {
-        int code = rc == SM_ETIMEDOUT
-                       ? complain(EXIT_TIMEOUT, "no client within %d ms (--timeout)", cfg->timeout_ms)
-                       : complain(exit_for_setup(rc), "%s", sm_last_error());
+        int code = rc == SM_ETIMEDOUT ? complain(EXIT_TIMEOUT, "no client within %d ms (--timeout)",
+                                                 cfg->timeout_ms)
+                                      : complain(exit_for_setup(rc), "%s", sm_last_error());
         sm_listener_close(l);
         return code;
     }
@@ -1150,8 +1162,7 @@ static void echo_message(sm_server *s, sm_conn_id id, const void *msg, size_t le
     }
     const char *peer = sm_server_data(s, id);
     if (echo_verbose)
-        complain(0, "%s: cannot echo: %s; disconnecting", peer ? peer : "client",
-                 sm_strerror(rc));
+        complain(0, "%s: cannot echo: %s; disconnecting", peer ? peer : "client", sm_strerror(rc));
     sm_server_disconnect(s, id);
 }
 
@@ -1167,7 +1178,8 @@ static void echo_close(sm_server *s, sm_conn_id id, int reason, void *arg)
 
 static int run_echo(const struct config *cfg)
 {
-    sm_server_handlers h = { .on_open = echo_open, .on_message = echo_message,
+    sm_server_handlers h = { .on_open = echo_open,
+                             .on_message = echo_message,
                              .on_close = echo_close };
     sm_server_options opt = { .max_frame = cfg->max_frame,
                               .idle_timeout_ms = cfg->recv_timeout_ms };

@@ -115,8 +115,7 @@ typedef struct sm_options {
  * or a Unix path too long), SM_ENOMEM, -errno (e.g. -EADDRINUSE, -EACCES).
  */
 SM_API int sm_listen(sm_listener **out, const char *addr);
-SM_API int sm_listen_opts(sm_listener **out, const char *addr,
-                          const sm_options *opts);
+SM_API int sm_listen_opts(sm_listener **out, const char *addr, const sm_options *opts);
 
 /*
  * sm_accept - wait for a client and return its connection in *out.
@@ -157,8 +156,7 @@ SM_API void sm_listener_close(sm_listener *l);
  * names the address.
  */
 SM_API int sm_connect(sm_conn **out, const char *addr);
-SM_API int sm_connect_opts(sm_conn **out, const char *addr,
-                           const sm_options *opts);
+SM_API int sm_connect_opts(sm_conn **out, const char *addr, const sm_options *opts);
 
 /*
  * sm_send - send len bytes from msg as one message.
@@ -314,8 +312,7 @@ typedef struct sm_server_handlers {
     /* A client connected. */
     void (*on_open)(sm_server *s, sm_conn_id id, void *arg);
     /* One whole message arrived; msg is valid only during the call. */
-    void (*on_message)(sm_server *s, sm_conn_id id, const void *msg,
-                       size_t len, void *arg);
+    void (*on_message)(sm_server *s, sm_conn_id id, const void *msg, size_t len, void *arg);
     /* The connection is gone; id is invalid once this returns.  reason:
      * SM_ECLOSED (peer closed), SM_ETRUNCATED, SM_ETOOBIG, SM_ETIMEDOUT
      * (idle), SM_ESTOPPED (server stopping), SM_ENOMEM, -errno (e.g.
@@ -361,8 +358,7 @@ SM_API int sm_server_listen(sm_server *s, const char *addr);
 
 /* sm_server_addr - the bound address of listener index, as
  * sm_listener_addr.  Errors: SM_EINVAL (no such index or short buf). */
-SM_API int sm_server_addr(const sm_server *s, int index, char *buf,
-                          size_t len);
+SM_API int sm_server_addr(const sm_server *s, int index, char *buf, size_t len);
 
 /*
  * sm_server_run - serve until sm_server_stop.  Blocks.  On return every
@@ -382,21 +378,18 @@ SM_API void sm_server_stop(sm_server *s);
  * queue would pass max_queue: nothing queued), SM_ETOOBIG, SM_EINVAL or
  * SM_ENOMEM.  Loop thread only.
  */
-SM_API int sm_server_send(sm_server *s, sm_conn_id id, const void *msg,
-                          size_t len);
+SM_API int sm_server_send(sm_server *s, sm_conn_id id, const void *msg, size_t len);
 
 /* sm_server_broadcast - sm_server_send to every open connection except
  * `except` (0: none).  Returns how many queued it, or SM_EINVAL. */
-SM_API int sm_server_broadcast(sm_server *s, const void *msg, size_t len,
-                               sm_conn_id except);
+SM_API int sm_server_broadcast(sm_server *s, const void *msg, size_t len, sm_conn_id except);
 
 /*
  * sm_server_post - sm_server_send from any other thread: msg is copied and
  * the loop is woken to queue it.  Returns 0, SM_EINVAL, SM_ETOOBIG or
  * SM_ENOMEM; a message for an id that is gone by then is dropped.
  */
-SM_API int sm_server_post(sm_server *s, sm_conn_id id, const void *msg,
-                          size_t len);
+SM_API int sm_server_post(sm_server *s, sm_conn_id id, const void *msg, size_t len);
 
 /* sm_server_disconnect - stop reading from a client, send what is queued,
  * then close it (on_close gets reason 0).  Returns 0 or SM_ENOCONN. */
@@ -410,8 +403,7 @@ SM_API void *sm_server_data(const sm_server *s, sm_conn_id id);
 
 /* sm_server_peer - the client's address, as sm_conn_peer.  Errors:
  * SM_ENOCONN, SM_EINVAL, -errno. */
-SM_API int sm_server_peer(const sm_server *s, sm_conn_id id, char *buf,
-                          size_t len);
+SM_API int sm_server_peer(const sm_server *s, sm_conn_id id, char *buf, size_t len);
 
 /* sm_server_ids - store up to cap ids of open connections (those that
  * sm_server_send accepts), least recently active first; returns how many

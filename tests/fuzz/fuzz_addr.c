@@ -48,8 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort(); /* a bracket inside a host name is never valid */
     if (sm_addr_parse(&again, canonical) != 0 || again.is_unix != a.is_unix ||
         strcmp(again.host, a.host) != 0 || strcmp(again.port, a.port) != 0 ||
-        again.unix_len != a.unix_len ||
-        strcmp(again.unix_addr.sun_path, a.unix_addr.sun_path) != 0)
+        again.unix_len != a.unix_len || strcmp(again.unix_addr.sun_path, a.unix_addr.sun_path) != 0)
         abort();
     free(text);
     return 0;

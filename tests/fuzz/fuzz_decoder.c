@@ -52,7 +52,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 3)
         return 0;
-    struct expect e = { .stream = data + 3, .len = size - 3,
+    struct expect e = { .stream = data + 3,
+                        .len = size - 3,
                         .max_frame = (uint32_t)data[0] << 8 | data[1] };
     unsigned seed = data[2];
     sm_decoder d;

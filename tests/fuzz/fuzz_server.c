@@ -31,15 +31,9 @@ static void on_message(sm_server *s, sm_conn_id id, const void *msg, size_t len,
     const uint8_t *m = msg;
     st->messages++;
     switch (len ? m[0] % 4 : 0) {
-    case 0:
-        sm_server_send(s, id, msg, len);
-        break;
-    case 1:
-        sm_server_broadcast(s, msg, len, id);
-        break;
-    case 2:
-        sm_server_disconnect(s, id);
-        break;
+    case 0: sm_server_send(s, id, msg, len); break;
+    case 1: sm_server_broadcast(s, msg, len, id); break;
+    case 2: sm_server_disconnect(s, id); break;
     default:
         sm_server_send(s, st->ids[len % CLIENTS], msg, len);
         sm_server_set_data(s, id, st);

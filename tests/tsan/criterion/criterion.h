@@ -27,30 +27,30 @@ struct criterion_test_extra_data {
 
 void shim_register(const char *suite, const char *name, void (*fn)(void),
                    struct criterion_test_extra_data extra);
-void shim_check(int ok, const char *expr, const char *file, int line,
-                const char *fmt, ...);
+void shim_check(int ok, const char *expr, const char *file, int line, const char *fmt, ...);
 void shim_log(const char *fmt, ...);
 
 #define Test(...) SHIM_TEST_(__VA_ARGS__, .shim_end = 1)
-#define SHIM_TEST_(suite, name, ...)                                           \
-    static void suite##_##name(void);                                          \
-    __attribute__((constructor)) static void suite##_##name##_register(void)   \
-    {                                                                          \
-        struct criterion_test_extra_data extra = { __VA_ARGS__ };               \
-        shim_register(#suite, #name, suite##_##name, extra);                   \
-    }                                                                          \
+#define SHIM_TEST_(suite, name, ...)                                                               \
+    static void suite##_##name(void);                                                              \
+    __attribute__((constructor)) static void suite##_##name##_register(void)                       \
+    {                                                                                              \
+        struct criterion_test_extra_data extra = { __VA_ARGS__ };                                  \
+        shim_register(#suite, #name, suite##_##name, extra);                                       \
+    }                                                                                              \
     static void suite##_##name(void)
 
 /* Every assertion takes an optional printf-style message; the trailing ""
  * lets the message be left out in ISO C. */
 #define SHIM_CHECK_(ok, expr, ...) shim_check(!!(ok), expr, __FILE__, __LINE__, __VA_ARGS__)
-#define SHIM_CMP_(op, a, b, ...) SHIM_CHECK_((a) op (b), #a " " #op " " #b, __VA_ARGS__)
+#define SHIM_CMP_(op, a, b, ...) SHIM_CHECK_((a)op(b), #a " " #op " " #b, __VA_ARGS__)
 #define SHIM_COND_(cond, ...) SHIM_CHECK_(cond, #cond, __VA_ARGS__)
 #define SHIM_NOT_(cond, ...) SHIM_CHECK_(!(cond), "!(" #cond ")", __VA_ARGS__)
 #define SHIM_NULL_(p, ...) SHIM_CHECK_((p) == NULL, #p " == NULL", __VA_ARGS__)
 #define SHIM_NOT_NULL_(p, ...) SHIM_CHECK_((p) != NULL, #p " != NULL", __VA_ARGS__)
 #define SHIM_STR_(op, a, b, ...) SHIM_CHECK_(strcmp((a), (b)) op 0, #a " " #op " " #b, __VA_ARGS__)
-#define SHIM_ARR_(op, a, b, n, ...) SHIM_CHECK_(memcmp((a), (b), (n)) op 0, #a " " #op " " #b, __VA_ARGS__)
+#define SHIM_ARR_(op, a, b, n, ...)                                                                \
+    SHIM_CHECK_(memcmp((a), (b), (n)) op 0, #a " " #op " " #b, __VA_ARGS__)
 
 #define cr_assert(...) SHIM_COND_(__VA_ARGS__, "")
 #define cr_assert_not(...) SHIM_NOT_(__VA_ARGS__, "")
