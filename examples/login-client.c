@@ -33,7 +33,7 @@ static int read_password(const char *prompt, char *buf, size_t size)
     if (env) {
         if (strlen(env) >= size)
             return -1;
-        strcpy(buf, env);
+        snprintf(buf, size, "%s", env);
         return 0;
     }
 

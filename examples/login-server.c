@@ -72,7 +72,7 @@ static int read_password(const char *prompt, char *buf, size_t size)
     if (env) {
         if (strlen(env) >= size)
             return -1;
-        strcpy(buf, env);
+        snprintf(buf, size, "%s", env);
         return 0;
     }
 
@@ -120,7 +120,7 @@ static int hash_new(const char *password, char *out)
     const char *hash = crypt_r(password, salt, &crypt_work);
     int ok = hash && hash[0] != '*'; /* "*..." means crypt_r failed */
     if (ok)
-        strcpy(out, hash);
+        snprintf(out, CRYPT_OUTPUT_SIZE, "%s", hash);
     explicit_bzero(&crypt_work, sizeof crypt_work); /* it saw the password */
     return ok ? 0 : -1;
 }
@@ -165,7 +165,7 @@ static int find_hash(const char *name, char *hash)
         line[strcspn(line, "\n")] = '\0';
         if (strncmp(line, name, name_len) == 0 && line[name_len] == ':' &&
             strlen(line + name_len + 1) < CRYPT_OUTPUT_SIZE) {
-            strcpy(hash, line + name_len + 1);
+            snprintf(hash, CRYPT_OUTPUT_SIZE, "%s", line + name_len + 1);
             found = 1;
         }
     }

@@ -98,7 +98,7 @@ int sm_addr_resolve(const sm_addr *a, int passive, struct addrinfo **out)
 
 int sm_addr_of_fd(int fd, int peer, char *buf, size_t cap)
 {
-    struct sockaddr_storage ss;
+    struct sockaddr_storage ss = { 0 };
     socklen_t len = sizeof ss;
     int rc = peer ? getpeername(fd, (struct sockaddr *)&ss, &len)
                   : getsockname(fd, (struct sockaddr *)&ss, &len);

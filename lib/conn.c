@@ -421,7 +421,7 @@ SM_API int sm_conn_set_options(sm_conn *c, const sm_options *opts)
     if (rc)
         return rc;
     if (opt.nagle != c->opt.nagle) {
-        struct sockaddr_storage ss;
+        struct sockaddr_storage ss = { 0 };
         socklen_t len = sizeof ss;
         if (getsockname(c->fd, (struct sockaddr *)&ss, &len) < 0)
             return sm_error_set(-errno, "getsockname");

@@ -47,7 +47,7 @@ static int listen_any(const sm_addr *a, int *family)
 {
     struct sockaddr_in6 in6 = { .sin6_family = AF_INET6,
                                 .sin6_addr = IN6ADDR_ANY_INIT,
-                                .sin6_port = htons((uint16_t)atoi(a->port)) };
+                                .sin6_port = htons((uint16_t)strtoul(a->port, NULL, 10)) };
     *family = AF_INET6;
     int fd = bind_listen(AF_INET6, (struct sockaddr *)&in6, sizeof in6, 1);
     if (fd != -EAFNOSUPPORT)

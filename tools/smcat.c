@@ -214,7 +214,7 @@ static int parse_number(const char *opt, const char *arg, unsigned long long min
 
 static int parse_ms(const char *opt, const char *arg, int *out)
 {
-    unsigned long long v;
+    unsigned long long v = 0;
     int rc = parse_number(opt, arg, 0, INT_MAX, false, &v);
     *out = (int)v;
     return rc;
@@ -301,7 +301,7 @@ static void msg_add(struct config *cfg, const uint8_t *data, size_t len, uint8_t
 /* Handles one option; returns 0, or an exit code (-1: exit 0 now). */
 static int apply_option(int opt, char **argv, struct config *cfg, struct parse_state *ps)
 {
-    unsigned long long v;
+    unsigned long long v = 0;
     char name[8];
     switch (opt) {
     case 'c': cfg->connect = optarg; return 0;
@@ -562,7 +562,7 @@ static int next_whole(struct reader *r, struct buf *b, bool *done, struct input_
 static int next_frame(struct reader *r, struct buf *b, uint32_t max, struct input_error *e)
 {
     struct buf hdr = { 0 };
-    uint8_t h[4];
+    uint8_t h[4] = { 0 };
     int err = 0;
     ssize_t n = reader_take(r, &hdr, 4, &err);
     if (n == 4)
