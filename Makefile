@@ -226,11 +226,15 @@ clean:
 	rm -rf build
 
 help:
-	@echo "make            build libraries and examples into $(BUILD)/"
+	@echo "make            build libraries, examples and smcat into $(BUILD)/"
 	@echo "make demo       run the tutorial server and client on a free port"
 	@echo "make deps       install the Debian packages the tests need"
 	@echo "make check      run the tests (SANITIZE=address,undefined or thread)"
 	@echo "make bench      compare with raw sockets, ZeroMQ and nng (QUICK=1: smoke run)"
+	@echo "make check-valgrind  the examples' end-to-end tests under valgrind"
+	@echo "make fuzz       run each libFuzzer target for FUZZ_SECONDS=$(FUZZ_SECONDS) s"
+	@echo "make lint       cppcheck, clang-tidy and gcc -fanalyzer"
+	@echo "make format-check / make format   check / apply .clang-format"
 	@echo "make install    install under PREFIX=$(PREFIX) (DESTDIR honoured)"
 	@echo "make uninstall  remove what install put there"
 
