@@ -83,19 +83,26 @@ void bench_ready(int port)
         bench_die("ready", strerror(errno));
 }
 
+/* The server side of lat and thr: listen, tell the parent, take one client. */
+static bench_conn *accept_one(bench_listener **l)
+{
+    bench_conn *c;
+    int port;
+    if (t_listen(l, &port) < 0)
+        bench_die("listen", NULL);
+    bench_ready(port);
+    if (t_accept(*l, &c) < 0)
+        bench_die("accept", NULL);
+    return c;
+}
+
 /* ---- lat: ping-pong ---- */
 
 static int lat_server(size_t size, long total)
 {
     bench_listener *l;
-    bench_conn *c;
+    bench_conn *c = accept_one(&l);
     const uint8_t *msg;
-    int port;
-    if (t_listen(&l, &port) < 0)
-        bench_die("listen", NULL);
-    bench_ready(port);
-    if (t_accept(l, &c) < 0)
-        bench_die("accept", NULL);
     for (long i = 0; i < total; i++) {
         ssize_t len = t_recv(c, &msg);
         if (bench_check(msg, len, size, (uint64_t)i, 0) < 0)
@@ -152,14 +159,8 @@ static int lat_client(int port, size_t size, long warm, long count)
 static int thr_server(size_t size, long count)
 {
     bench_listener *l;
-    bench_conn *c;
+    bench_conn *c = accept_one(&l);
     const uint8_t *msg;
-    int port;
-    if (t_listen(&l, &port) < 0)
-        bench_die("listen", NULL);
-    bench_ready(port);
-    if (t_accept(l, &c) < 0)
-        bench_die("accept", NULL);
     for (long i = 0; i < count; i++) {
         ssize_t len = t_recv(c, &msg);
         int full = i % CHECK_EVERY == 0 || i == count - 1;

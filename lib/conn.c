@@ -308,21 +308,29 @@ static int read_payload(sm_conn *c, uint8_t *dst, size_t len, int64_t deadline)
     return 0;
 }
 
+/* What every receive does first: write held frames, start the timeout,
+ * and wait for the next header.  Returns its length or an error. */
+static int64_t begin_receive(sm_conn *c, int64_t *deadline)
+{
+    int rc = flush_before_receive(c);
+    if (rc)
+        return rc;
+    *deadline = sm_deadline(c->opt.recv_timeout_ms);
+    return next_length(c, *deadline);
+}
+
 SM_API ssize_t sm_recv(sm_conn *c, void *buf, size_t cap)
 {
     if (!c || (!buf && cap))
         return sm_error_set(SM_EINVAL, "sm_recv: NULL argument");
-    int rc = flush_before_receive(c);
-    if (rc)
-        return rc;
-    int64_t deadline = sm_deadline(c->opt.recv_timeout_ms);
-    int64_t len = next_length(c, deadline);
+    int64_t deadline;
+    int64_t len = begin_receive(c, &deadline);
     if (len < 0)
         return (ssize_t)len;
     if ((uint64_t)len > cap)
         return sm_error_set(SM_EMSGSIZE, "receive: message of %lld bytes, buffer holds %zu",
                             (long long)len, cap);
-    rc = read_payload(c, buf, (size_t)len, deadline);
+    int rc = read_payload(c, buf, (size_t)len, deadline);
     return rc ? rc : (ssize_t)len;
 }
 
@@ -333,17 +341,14 @@ SM_API ssize_t sm_recv_alloc(sm_conn *c, void **msg)
     *msg = NULL;
     if (!c)
         return sm_error_set(SM_EINVAL, "sm_recv_alloc: NULL argument");
-    int rc = flush_before_receive(c);
-    if (rc)
-        return rc;
-    int64_t deadline = sm_deadline(c->opt.recv_timeout_ms);
-    int64_t len = next_length(c, deadline);
+    int64_t deadline;
+    int64_t len = begin_receive(c, &deadline);
     if (len < 0)
         return (ssize_t)len;
     uint8_t *p = malloc(len ? (size_t)len : 1);
     if (!p)
         return sm_error_set(SM_ENOMEM, "receive: %lld bytes", (long long)len);
-    rc = read_payload(c, p, (size_t)len, deadline);
+    int rc = read_payload(c, p, (size_t)len, deadline);
     if (rc) {
         free(p);
         return rc;
@@ -387,11 +392,8 @@ SM_API ssize_t sm_recv_view(sm_conn *c, const void **msg)
     *msg = NULL;
     if (!c)
         return sm_error_set(SM_EINVAL, "sm_recv_view: NULL argument");
-    int rc = flush_before_receive(c);
-    if (rc)
-        return rc;
-    int64_t deadline = sm_deadline(c->opt.recv_timeout_ms);
-    int64_t len = next_length(c, deadline);
+    int64_t deadline;
+    int64_t len = begin_receive(c, &deadline);
     if (len < 0)
         return (ssize_t)len;
     if (len <= SM_RECV_BUFFER && c->view) {
@@ -399,10 +401,8 @@ SM_API ssize_t sm_recv_view(sm_conn *c, const void **msg)
         c->view = NULL;
         c->view_cap = 0;
     }
-    if (len <= SM_RECV_BUFFER)
-        rc = view_buffered(c, (size_t)len, deadline, msg);
-    else
-        rc = view_large(c, (size_t)len, deadline, msg);
+    int rc = len <= SM_RECV_BUFFER ? view_buffered(c, (size_t)len, deadline, msg)
+                                   : view_large(c, (size_t)len, deadline, msg);
     return rc ? rc : (ssize_t)len;
 }
 
