@@ -323,7 +323,7 @@ SM_API ssize_t sm_recv(sm_conn *c, void *buf, size_t cap)
 {
     if (!c || (!buf && cap))
         return sm_error_set(SM_EINVAL, "sm_recv: NULL argument");
-    int64_t deadline;
+    int64_t deadline = -1;
     int64_t len = begin_receive(c, &deadline);
     if (len < 0)
         return (ssize_t)len;
@@ -341,7 +341,7 @@ SM_API ssize_t sm_recv_alloc(sm_conn *c, void **msg)
     *msg = NULL;
     if (!c)
         return sm_error_set(SM_EINVAL, "sm_recv_alloc: NULL argument");
-    int64_t deadline;
+    int64_t deadline = -1;
     int64_t len = begin_receive(c, &deadline);
     if (len < 0)
         return (ssize_t)len;
@@ -392,7 +392,7 @@ SM_API ssize_t sm_recv_view(sm_conn *c, const void **msg)
     *msg = NULL;
     if (!c)
         return sm_error_set(SM_EINVAL, "sm_recv_view: NULL argument");
-    int64_t deadline;
+    int64_t deadline = -1;
     int64_t len = begin_receive(c, &deadline);
     if (len < 0)
         return (ssize_t)len;
