@@ -45,7 +45,7 @@ ROWS = [
     ("srv1k", "1,000 clients echoing", "server", 1000, "trips_per_s", "k trips/s", True,
      (100, {})),
     ("conns", "10,000 conns, server RSS per idle conn", "server", 10000,
-     "rss_kib_per_conn", "KiB", False, (1, {"zmq": 1})),
+     "rss_kib_per_conn", "KiB", False, (1, {})),
 ]
 SCALE = {"M msg/s": 1e-6, "GB/s": 1e-3, "k trips/s": 1e-3, "µs": 1, "KiB": 1}
 # ZeroMQ spends two descriptors per client socket: with a 20,000 limit
