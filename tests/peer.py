@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A libsockmsg peer in plain Python 3 (standard library only), used by the
-interop tests (tests/test_interop.c).  It speaks docs/PROTOCOL.md: each
+interop tests (tests/test_interop.c) and the smcat tests (tests/smcat.sh).  It speaks docs/PROTOCOL.md: each
 message is a 4-byte unsigned big-endian length N, then N bytes of payload.
 
     peer.py serve HOST:PORT       listen (port 0: any free port), print
@@ -9,13 +9,23 @@ message is a 4-byte unsigned big-endian length N, then N bytes of payload.
     peer.py client HOST:PORT N    send N messages (sizes cycle through
                                   0, 1, 100, 4096, 70000, 1048576), check each
                                   echo byte for byte, print "ok N"
+    peer.py slow-echo HOST:PORT MS [N]
+                                  listen and accept one client as serve does,
+                                  but echo each message MS milliseconds after
+                                  it arrived, and close after N echoes (default:
+                                  never).  Like libsockmsg's event server, it
+                                  takes the end of the client's input as the
+                                  end of the conversation: it closes at once,
+                                  and echoes not yet sent are lost.
 
 Addresses: "127.0.0.1:PORT", "[::1]:PORT" or "name:PORT".  Exit status 0 on
 success; 1 with a message on stderr on any error; 2 on bad usage.
 """
+import select
 import socket
 import struct
 import sys
+import time
 
 HEADER = struct.Struct("!I")          # 4 bytes, unsigned, big-endian
 MAX_FRAME = 16 * 1024 * 1024          # libsockmsg's default maximum
@@ -109,7 +119,8 @@ def no_delay(sock):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def serve(addr):
+def accept_one(addr):
+    """Listen on addr, print "listening on HOST:PORT", accept one client."""
     host, port = parse_addr(addr)
     family, kind, proto, _, sockaddr = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
@@ -120,14 +131,50 @@ def serve(addr):
         print("listening on %s" % format_addr(ls.getsockname(), family), flush=True)
         ls.settimeout(TIMEOUT)
         conn, _ = ls.accept()
-    with conn:
-        conn.settimeout(TIMEOUT)
-        no_delay(conn)
+    conn.settimeout(TIMEOUT)
+    no_delay(conn)
+    return conn
+
+
+def serve(addr):
+    with accept_one(addr) as conn:
         count = 0
         while (msg := recv_msg(conn)) is not None:
             send_msg(conn, msg)
             count += 1
     print("echoed %d" % count, file=sys.stderr, flush=True)
+    return 0
+
+
+def slow_echo(addr, delay_ms, limit):
+    """Echo each message delay_ms after it arrived; stop at the client's end
+    of input (dropping what is still due) or after limit echoes."""
+    deadline = time.monotonic() + TIMEOUT
+    with accept_one(addr) as conn:
+        pending = bytearray()   # received bytes not yet cut into messages
+        due = []                # (time to echo, message), oldest first
+        echoed = 0
+        while limit is None or echoed < limit:
+            now = time.monotonic()
+            if now > deadline:
+                raise TimeoutError("still running after %d s" % TIMEOUT)
+            wait = min([deadline - now] + [max(t - now, 0) for t, _ in due[:1]])
+            if select.select([conn], [], [], wait)[0]:
+                data = conn.recv(65536)
+                if not data:
+                    break       # the client's input ended: so does the conversation
+                pending += data
+                while len(pending) >= HEADER.size:
+                    (n,) = HEADER.unpack_from(pending)
+                    if len(pending) < HEADER.size + n:
+                        break
+                    due.append((time.monotonic() + delay_ms / 1000,
+                                bytes(pending[HEADER.size:HEADER.size + n])))
+                    del pending[:HEADER.size + n]
+            while due and due[0][0] <= time.monotonic() and (limit is None or echoed < limit):
+                send_msg(conn, due.pop(0)[1])
+                echoed += 1
+    print("echoed %d, dropped %d" % (echoed, len(due)), file=sys.stderr, flush=True)
     return 0
 
 
@@ -157,6 +204,9 @@ def main(argv):
             return serve(argv[2])
         if len(argv) == 4 and argv[1] == "client" and argv[3].isdigit():
             return client(argv[2], int(argv[3]))
+        if (len(argv) in (4, 5) and argv[1] == "slow-echo"
+                and all(a.isdigit() for a in argv[3:])):
+            return slow_echo(argv[2], int(argv[3]), int(argv[4]) if len(argv) == 5 else None)
     except (OSError, EOFError, ValueError) as e:
         print("peer.py %s: %s: %s" % (argv[1], type(e).__name__, e), file=sys.stderr)
         return 1

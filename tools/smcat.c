@@ -12,11 +12,15 @@
  * answers as it reads (an echo server stops reading from a client whose
  * replies pile up), so both directions run at once, as in nc.
  *
- * When the sender has nothing more to send it half-closes the socket
- * (shutdown SHUT_WR): the peer sees a clean close between frames and can
- * finish.  smcat exits once both directions are done: its own input is
- * sent and the peer has closed (or --expect messages arrived, or an error
- * or timeout ended the session).  docs/man/smcat.1 is the full manual.
+ * When the sender has nothing more to send, the connection stays open in
+ * both directions: many servers (libsockmsg's event server among them)
+ * take the end of a client's input as the end of the conversation and
+ * would drop replies still being prepared.  With --half-close the sender
+ * then shuts down its side (shutdown SHUT_WR) instead, so the peer sees a
+ * clean close between frames and can finish.  smcat exits once both
+ * directions are done: its own input is sent and the peer has closed (or
+ * --expect messages arrived, or an error or timeout ended the session).
+ * docs/man/smcat.1 is the full manual.
  */
 #include <sockmsg/sockmsg.h>
 
@@ -72,7 +76,7 @@ struct msg {
 
 struct config {
     const char *listen, *connect;
-    bool retry, echo, no_wait, verbose, quiet;
+    bool retry, echo, no_wait, half_close, verbose, quiet;
     int timeout_ms, recv_timeout_ms, interval_ms; /* 0: none */
     unsigned long count;
     long expect; /* -1: until the peer closes */
@@ -166,6 +170,9 @@ static void usage(FILE *f)
                "                          payload, as on the wire), hex (a dump per message)\n"
                "      --expect N          stop once N messages have arrived\n"
                "  -N, --no-wait           send, then close without reading replies\n"
+               "      --half-close        once everything is sent, shut down the sending\n"
+               "                          side, so the peer sees the end of the input\n"
+               "                          (default: keep it open while waiting)\n"
                "  -w, --recv-timeout MS   fail if no message arrives for MS milliseconds\n"
                "                          (with --echo: disconnect clients idle that long)\n"
                "  -m, --max-frame N       largest message accepted (also from --in framed);\n"
@@ -243,7 +250,7 @@ static int parse_out(const char *arg, enum out_format *out)
 }
 
 /* Long-only options. */
-enum { OPT_STDIN_WHOLE = 256, OPT_STDIN_FRAMED, OPT_INTERVAL, OPT_EXPECT };
+enum { OPT_STDIN_WHOLE = 256, OPT_STDIN_FRAMED, OPT_INTERVAL, OPT_EXPECT, OPT_HALF_CLOSE };
 
 static const struct option long_options[] = { { "connect", required_argument, NULL, 'c' },
                                               { "listen", required_argument, NULL, 'l' },
@@ -261,6 +268,7 @@ static const struct option long_options[] = { { "connect", required_argument, NU
                                               { "format", required_argument, NULL, 'o' },
                                               { "expect", required_argument, NULL, OPT_EXPECT },
                                               { "no-wait", no_argument, NULL, 'N' },
+                                              { "half-close", no_argument, NULL, OPT_HALF_CLOSE },
                                               { "recv-timeout", required_argument, NULL, 'w' },
                                               { "max-frame", required_argument, NULL, 'm' },
                                               { "verbose", no_argument, NULL, 'v' },
@@ -284,7 +292,7 @@ static const char *bad_option(char **argv, char *buf, size_t len)
 /* Options that only make sense for one connection, not with --echo. */
 #define ONE_CONN_OPTS                                                                              \
     "--data, --file, --in, --count, --interval, --expect, "                                        \
-    "--no-wait, --timeout, --format"
+    "--no-wait, --half-close, --timeout, --format"
 
 struct parse_state {
     bool one_conn_opt; /* any of ONE_CONN_OPTS given */
@@ -346,6 +354,10 @@ static int apply_option(int opt, char **argv, struct config *cfg, struct parse_s
     case 'N':
         ps->one_conn_opt = true;
         cfg->no_wait = true;
+        return 0;
+    case OPT_HALF_CLOSE:
+        ps->one_conn_opt = true;
+        cfg->half_close = true;
         return 0;
     case 'w': return parse_ms("--recv-timeout", optarg, &cfg->recv_timeout_ms);
     case 'm':
@@ -906,10 +918,12 @@ static void *sender_main(void *arg)
     struct session *s = arg;
     int fd = sm_conn_fd(s->conn);
     int code = send_all(s);
-    if (code == 0) {
+    if (code == 0 && s->cfg->half_close) {
         /* Half-close: the peer sees a clean end between frames and can
          * finish, while replies still flow our way.  No frame is held
-         * back (we never use SM_MORE), so nothing is lost. */
+         * back (we never use SM_MORE), so nothing is lost.  Only on
+         * request: a server that ends the conversation at the end of our
+         * input would drop replies it has not sent yet. */
         shutdown(fd, SHUT_WR);
     } else if (code > 0) {
         s->send_code = code;
@@ -1223,6 +1237,12 @@ static int run_echo(const struct config *cfg)
 
 int main(int argc, char **argv)
 {
+    /* A reader that goes away (smcat ... | head) must not kill us with
+     * SIGPIPE: writing stdout then fails with EPIPE, which is reported
+     * ("smcat: stdout: Broken pipe") and exits 1, as the manual says. */
+    struct sigaction ignore = { .sa_handler = SIG_IGN };
+    sigaction(SIGPIPE, &ignore, NULL);
+
     struct config cfg;
     int code = parse_args(argc, argv, &cfg);
     if (code == 0)
