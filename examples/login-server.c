@@ -26,36 +26,69 @@
  * which names exist.
  *
  * Hashing is deliberately slow (about 20 ms) to make guessing expensive,
- * and this server hashes inside its one event loop: other clients wait
- * meanwhile.  A busy server would hash on worker threads and answer with
- * sm_server_post.
+ * so it does not happen in the event loop, which must never block: the
+ * loop hands each request to one of WORKERS threads, and the worker
+ * hands the answer back with sm_server_post (the loop sends it).  While
+ * workers hash, the loop keeps serving every other client.
  *
- * Build with -lcrypt.  Ctrl-C (SIGINT) or SIGTERM shuts it down cleanly.
+ * One client, one request at a time: a client may have two requests
+ * unanswered, one being checked and one waiting, which are answered in
+ * order.  A client that sends a third before the first is answered is
+ * disconnected: the server cannot stop reading from it, and queuing all
+ * its requests would let one client keep every worker busy and grow the
+ * server's memory.  login-client sends one request and waits.
+ *
+ * Build with -lcrypt -pthread.  Ctrl-C (SIGINT) or SIGTERM shuts it down
+ * cleanly.
  */
 #include <crypt.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sockmsg/sockmsg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_NAME 64
 #define MAX_PASSWORD 1024
-#define HASH_PREFIX "$y$" /* yescrypt; "$6$" would pick SHA-512 */
+#define MAX_REQUEST (MAX_NAME + 1 + MAX_PASSWORD) /* name '\0' password */
+#define HASH_PREFIX "$y$"                         /* yescrypt; "$6$" would pick SHA-512 */
+#define WORKERS 4                                 /* threads that hash passwords */
+#define POST_TRIES 100   /* sm_server_post: tries while its queue is full, */
+#define POST_PAUSE_MS 10 /* with this pause between two */
 
 static sm_server *server;
 static const char *users_file;
 
-/* crypt_r's working memory.  It is large (about 32 KiB), so it is not on
- * the stack; only the server's one thread uses it. */
-static struct crypt_data crypt_work;
-
 /* A hash of a random password, checked when the user is unknown, so that
  * answering "no such user" takes as long as "wrong password". */
 static char dummy_hash[CRYPT_OUTPUT_SIZE];
+
+/* crypt_r's working memory, one per worker.  It is large (about 32 KiB
+ * each), so it is not on the stack. */
+static struct crypt_data crypt_work[WORKERS];
+
+/* What the server keeps for one client (sm_server_set_data).  The loop
+ * and the workers share it: they look at it with `lock` held, except
+ * request[0] while a worker checks it: then only that worker touches it. */
+struct client {
+    sm_conn_id id;
+    int pending;                      /* requests received and not answered yet: 0, 1 or 2 */
+    int gone;                         /* the connection closed; whoever holds it last frees it */
+    char request[2][MAX_REQUEST + 1]; /* [0] is checked, [1] waits */
+    size_t len[2];
+    struct client *queue_next; /* in the workers' queue */
+};
+
+/* The workers' queue: clients whose request[0] waits for a worker. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t work_to_do = PTHREAD_COND_INITIALIZER;
+static struct client *queue_head, *queue_tail;
+static int stopping; /* set at shutdown: workers finish the queue, then end */
 
 /* sm_server_stop is safe to call from a signal handler. */
 static void on_signal(int sig)
@@ -110,18 +143,19 @@ static int valid_name(const char *name, size_t len)
 }
 
 /* Hashes password with a fresh random salt into out (CRYPT_OUTPUT_SIZE
- * bytes).  Returns 0, or -1. */
+ * bytes).  Returns 0, or -1.  Called before the workers start. */
 static int hash_new(const char *password, char *out)
 {
     char salt[CRYPT_GENSALT_OUTPUT_SIZE];
+    struct crypt_data *work = &crypt_work[0];
     /* NULL random bytes: libcrypt takes them from the operating system. */
     if (!crypt_gensalt_rn(HASH_PREFIX, 0, NULL, 0, salt, sizeof salt))
         return -1;
-    const char *hash = crypt_r(password, salt, &crypt_work);
+    const char *hash = crypt_r(password, salt, work);
     int ok = hash && hash[0] != '*'; /* "*..." means crypt_r failed */
     if (ok)
         snprintf(out, CRYPT_OUTPUT_SIZE, "%s", hash);
-    explicit_bzero(&crypt_work, sizeof crypt_work); /* it saw the password */
+    explicit_bzero(work, sizeof *work); /* it saw the password */
     return ok ? 0 : -1;
 }
 
@@ -138,13 +172,13 @@ static int same_string(const char *a, const char *b)
 
 /* 1 if password hashes to stored.  Re-hashing with the stored hash as the
  * "setting" reuses its algorithm, cost and salt. */
-static int password_matches(const char *password, const char *stored)
+static int password_matches(const char *password, const char *stored, struct crypt_data *work)
 {
     if (stored[0] != '$') /* not a modern hash: never accept */
         return 0;
-    const char *hash = crypt_r(password, stored, &crypt_work);
+    const char *hash = crypt_r(password, stored, work);
     int ok = hash && hash[0] != '*' && same_string(hash, stored);
-    explicit_bzero(&crypt_work, sizeof crypt_work);
+    explicit_bzero(work, sizeof *work);
     return ok;
 }
 
@@ -173,38 +207,183 @@ static int find_hash(const char *name, char *hash)
     return found;
 }
 
-/* One request: "name\0password".  Answers "OK" or "DENIED". */
-static void on_message(sm_server *s, sm_conn_id id, const void *msg, size_t len, void *arg)
+/* Checks one request, "name\0password" (len bytes, then a '\0' we
+ * added), on a worker thread.  Returns 1 for a right password, else 0, and
+ * wipes the request. */
+static int check_request(char *request, size_t len, struct crypt_data *work)
 {
-    (void)arg;
-    char request[MAX_NAME + 1 + MAX_PASSWORD + 1];
     char hash[CRYPT_OUTPUT_SIZE];
-    int ok = 0;
-
-    /* Copy the request and add a '\0': then the name and the password are
-     * both C strings. */
-    memcpy(request, msg, len); /* len fits: see max_frame in main */
-    request[len] = '\0';
     const char *name = request;
     size_t name_len = strlen(name);
     const char *password = request + name_len + 1;
+    int ok = 0;
 
     /* Well formed: exactly one '\0', after a valid name. */
     if (name_len < len && memchr(password, '\0', len - name_len - 1) == NULL &&
         valid_name(name, name_len)) {
-        if (find_hash(name, hash)) {
-            ok = password_matches(password, hash);
-        } else {
-            password_matches(password, dummy_hash); /* same time, no answer */
-            ok = 0;
-        }
+        if (find_hash(name, hash))
+            ok = password_matches(password, hash, work);
+        else
+            password_matches(password, dummy_hash, work); /* same time, no answer */
         /* Log who tried and the outcome - never the password. */
         fprintf(stderr, "login-server: %s: %s\n", name, ok ? "OK" : "DENIED");
     }
-    explicit_bzero(request, sizeof request); /* forget the password */
+    explicit_bzero(request, len); /* forget the password */
+    return ok;
+}
 
-    const char *answer = ok ? "OK" : "DENIED";
-    sm_server_send(s, id, answer, strlen(answer));
+/* Hands an answer to the loop thread, which sends it.  sm_server_post says
+ * SM_EFULL while the loop has too many posts to take in: pause, retry, and
+ * give up after POST_TRIES (the client then never gets this answer). */
+static void post_answer(sm_conn_id id, const char *answer)
+{
+    for (int i = 0; i < POST_TRIES; i++) {
+        int rc = sm_server_post(server, id, answer, strlen(answer));
+        if (rc == 0)
+            return;
+        if (rc != SM_EFULL)
+            break;
+        struct timespec pause = { .tv_nsec = POST_PAUSE_MS * 1000000L };
+        nanosleep(&pause, NULL);
+    }
+    fprintf(stderr, "login-server: no answer for client %llu: %s\n", (unsigned long long)id,
+            sm_last_error());
+}
+
+/* Adds c to the end of the workers' queue and wakes one.  Needs `lock`. */
+static void queue_push(struct client *c)
+{
+    c->queue_next = NULL;
+    if (queue_tail)
+        queue_tail->queue_next = c;
+    else
+        queue_head = c;
+    queue_tail = c;
+    pthread_cond_signal(&work_to_do);
+}
+
+/* Waits for a client with a request to check; NULL once the server stops
+ * and the queue is empty. */
+static struct client *queue_pop(void)
+{
+    pthread_mutex_lock(&lock);
+    while (!queue_head && !stopping)
+        pthread_cond_wait(&work_to_do, &lock);
+    struct client *c = queue_head;
+    if (c) {
+        queue_head = c->queue_next;
+        if (!queue_head)
+            queue_tail = NULL;
+    }
+    pthread_mutex_unlock(&lock);
+    return c;
+}
+
+static void free_client(struct client *c)
+{
+    explicit_bzero(c, sizeof *c); /* a waiting request holds a password */
+    free(c);
+}
+
+/* c's request[0] is answered: moves its waiting request up and returns 1,
+ * or returns 0 if none waits (and frees c if the client is gone).  Needs
+ * `lock`. */
+static int next_request(struct client *c)
+{
+    c->pending--;
+    if (c->pending == 0) {
+        if (c->gone)
+            free_client(c);
+        return 0;
+    }
+    memcpy(c->request[0], c->request[1], c->len[1] + 1);
+    c->len[0] = c->len[1];
+    explicit_bzero(c->request[1], sizeof c->request[1]);
+    return 1;
+}
+
+/* A worker: takes a client from the queue and answers its requests, in
+ * order, until none waits.  The hash, the slow part, runs without the
+ * lock, so the loop and the other workers carry on meanwhile. */
+static void *worker_main(void *arg)
+{
+    struct crypt_data *work = arg;
+    struct client *c;
+    while ((c = queue_pop()) != NULL) {
+        sm_conn_id id = c->id;
+        int more = 1;
+        while (more) {
+            pthread_mutex_lock(&lock);
+            int gone = c->gone; /* then nobody waits for the answer: no hash */
+            pthread_mutex_unlock(&lock);
+            int ok = !gone && check_request(c->request[0], c->len[0], work);
+
+            /* Count the request as answered before the answer leaves, so
+             * a client that sends two more as soon as it reads it is
+             * within its limit. */
+            pthread_mutex_lock(&lock);
+            more = next_request(c); /* after 0, c may be freed */
+            pthread_mutex_unlock(&lock);
+            if (!gone)
+                post_answer(id, ok ? "OK" : "DENIED");
+        }
+    }
+    return NULL;
+}
+
+static void on_open(sm_server *s, sm_conn_id id, void *arg)
+{
+    (void)arg;
+    struct client *c = calloc(1, sizeof *c);
+    if (!c) {
+        sm_server_disconnect(s, id); /* out of memory: cannot serve it */
+        return;
+    }
+    c->id = id;
+    sm_server_set_data(s, id, c);
+}
+
+/* One request: "name\0password".  A worker answers "OK" or "DENIED". */
+static void on_message(sm_server *s, sm_conn_id id, const void *msg, size_t len, void *arg)
+{
+    (void)arg;
+    struct client *c = sm_server_data(s, id);
+    if (!c)
+        return;
+    pthread_mutex_lock(&lock);
+    int n = c->pending;
+    if (n < 2) {
+        /* Copy it (msg is gone after we return) and add a '\0': then the
+         * name and the password are both C strings. */
+        memcpy(c->request[n], msg, len); /* len fits: see max_frame in main */
+        c->request[n][len] = '\0';
+        c->len[n] = len;
+        c->pending++;
+        if (n == 0)
+            queue_push(c); /* else the worker with its first one takes it next */
+    }
+    pthread_mutex_unlock(&lock);
+    if (n == 2) {
+        fprintf(stderr,
+                "login-server: client %llu sent a third request before its first was "
+                "answered; disconnected\n",
+                (unsigned long long)id);
+        sm_server_disconnect(s, id);
+    }
+}
+
+/* The client left.  Free its data, unless a worker still holds it. */
+static void on_close(sm_server *s, sm_conn_id id, int reason, void *arg)
+{
+    (void)reason, (void)arg;
+    struct client *c = sm_server_data(s, id);
+    if (!c)
+        return;
+    pthread_mutex_lock(&lock);
+    c->gone = 1;
+    if (c->pending == 0)
+        free_client(c);
+    pthread_mutex_unlock(&lock);
 }
 
 /* --add NAME [FILE]: append "NAME:hash" to FILE, or print it. */
@@ -291,14 +470,27 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    sm_server_handlers handlers = { .on_message = on_message };
+    sm_server_handlers handlers = { .on_open = on_open,
+                                    .on_message = on_message,
+                                    .on_close = on_close };
     /* A request is a name, '\0' and a password: refuse anything longer. */
-    sm_server_options options = { .max_frame = MAX_NAME + 1 + MAX_PASSWORD };
+    sm_server_options options = { .max_frame = MAX_REQUEST };
     char where[SM_ADDRSTRLEN];
 
     if (sm_server_new(&server, &handlers, &options, NULL) < 0 ||
         sm_server_listen(server, addr) < 0) {
         fprintf(stderr, "login-server: %s\n", sm_last_error());
+        sm_server_free(server);
+        return 1;
+    }
+
+    pthread_t workers[WORKERS];
+    int started = 0;
+    while (started < WORKERS &&
+           pthread_create(&workers[started], NULL, worker_main, &crypt_work[started]) == 0)
+        started++;
+    if (started == 0) {
+        fprintf(stderr, "login-server: cannot start a worker thread\n");
         sm_server_free(server);
         return 1;
     }
@@ -315,6 +507,15 @@ int main(int argc, char **argv)
     int rc = sm_server_run(server); /* returns after sm_server_stop */
     if (rc < 0)
         fprintf(stderr, "login-server: %s\n", sm_last_error());
+
+    /* Every client is closed now.  The workers empty the queue (skipping
+     * the hashes: nobody waits for them) and end. */
+    pthread_mutex_lock(&lock);
+    stopping = 1;
+    pthread_cond_broadcast(&work_to_do);
+    pthread_mutex_unlock(&lock);
+    for (int i = 0; i < started; i++)
+        pthread_join(workers[i], NULL);
     sm_server_free(server);
     return rc < 0 ? 1 : 0;
 }

@@ -611,6 +611,123 @@ Test(examples, login_client_errors_exit_2)
     assert_exit_code(run(argv, NULL, out, sizeof out), 2, "login-client");
 }
 
+/* ---- login-server: hashing off the loop ---- */
+
+static int64_t now_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
+/* One request on c and its answer (which must be want); returns how many
+ * microseconds the round trip took. */
+static int64_t timed_request(sm_conn *c, const char *req, size_t len, const char *want)
+{
+    int64_t start = now_us();
+    raw_request(c, req, len, want);
+    return now_us() - start;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static int64_t median(int64_t *v, size_t n)
+{
+    qsort(v, n, sizeof *v, cmp_i64);
+    return v[n / 2];
+}
+
+/* A login server with alice (ALICE_PW) in a fresh users file. */
+static struct proc start_login_server(char addr[][SM_ADDRSTRLEN], char *errlog, size_t cap)
+{
+    const char *dir = make_temp_dir();
+    static char users[64];
+    snprintf(users, sizeof users, "%s/users", dir);
+    snprintf(errlog, cap, "%s/server.log", dir);
+    add_user("alice", ALICE_PW, users);
+    const char *argv[] = { EXAMPLE("login-server"), "127.0.0.1:0", users, NULL };
+    return start_server(argv, errlog, addr, 1);
+}
+
+#define PIPELINED 40 /* requests in one write: 40 hashes, one after another */
+#define SAMPLES 5
+
+Test(examples, login_pipelined_requests_do_not_stall_other_clients)
+{
+    char addr[1][SM_ADDRSTRLEN], errlog[64], text[4096];
+    struct proc srv = start_login_server(addr, errlog, sizeof errlog);
+    static const char good[] = "alice\0" ALICE_PW, bad[] = "alice\0guess";
+
+    /* What one login costs here, unloaded. */
+    sm_conn *b = connect_to(addr[0]);
+    int64_t one[SAMPLES];
+    for (int i = 0; i < SAMPLES; i++)
+        one[i] = timed_request(b, good, sizeof good - 1, "OK");
+    int64_t t1 = median(one, SAMPLES);
+
+    /* A request and the next one in one write: both answered, in order. */
+    cr_assert_eq(sm_send_flags(b, good, sizeof good - 1, SM_MORE), 0);
+    cr_assert_eq(sm_send(b, bad, sizeof bad - 1), 0);
+    expect(b, "OK");
+    expect(b, "DENIED");
+
+    /* PIPELINED requests in one write.  A server hashing on its loop
+     * thread would keep every other client waiting for all of them. */
+    sm_conn *a = connect_to(addr[0]);
+    for (int i = 0; i < PIPELINED; i++)
+        cr_assert_eq(sm_send_flags(a, bad, sizeof bad - 1, SM_MORE), 0);
+    cr_assert_eq(sm_flush(a), 0, "%s", sm_last_error());
+    sleep_ms(20); /* let them arrive first */
+    int64_t t2 = timed_request(b, good, sizeof good - 1, "OK");
+    cr_assert_lt(t2 * 4, t1 * PIPELINED,
+                 "another client's login took %lld us while %d pipelined requests were "
+                 "pending; one login takes %lld us",
+                 (long long)t2, PIPELINED, (long long)t1);
+
+    /* The pipelining client broke the one-at-a-time rule: disconnected
+     * after at most the two answers it may have. */
+    char buf[64];
+    ssize_t n;
+    int answers = 0;
+    while ((n = sm_recv(a, buf, sizeof buf)) >= 0)
+        answers++;
+    cr_assert_eq(n, SM_ECLOSED, "%s", sm_strerror((int)n));
+    cr_assert_leq(answers, 2);
+    sm_close(a);
+    sm_close(b);
+
+    stop_server(&srv, SIGTERM, "login-server");
+    slurp(errlog, text, sizeof text);
+    cr_assert(contains(text, "disconnected"), "log: %s", text);
+    cr_assert_not(contains(text, "guess"), "log: %s", text);
+}
+
+Test(examples, login_unknown_user_costs_as_much_as_a_known_one)
+{
+    char addr[1][SM_ADDRSTRLEN], errlog[64];
+    struct proc srv = start_login_server(addr, errlog, sizeof errlog);
+    static const char known[] = "alice\0guess", unknown[] = "mallory\0guess";
+
+    /* Alternating, so that any slowdown of the machine hits both. */
+    sm_conn *c = connect_to(addr[0]);
+    int64_t t_known[SAMPLES], t_unknown[SAMPLES];
+    for (int i = 0; i < SAMPLES; i++) {
+        t_known[i] = timed_request(c, known, sizeof known - 1, "DENIED");
+        t_unknown[i] = timed_request(c, unknown, sizeof unknown - 1, "DENIED");
+    }
+    sm_close(c);
+    int64_t k = median(t_known, SAMPLES), u = median(t_unknown, SAMPLES);
+    /* Without the hash, an unknown user is answered a hundred times faster. */
+    cr_assert(u * 3 > k && k * 3 > u,
+              "wrong password for a known user: %lld us, for an unknown one: %lld us", (long long)k,
+              (long long)u);
+    stop_server(&srv, SIGTERM, "login-server");
+}
+
 /* ---- threaded-server ---- */
 
 #define THREADED_CLIENTS 20
