@@ -35,7 +35,8 @@ static int parse_port(sm_addr *a, const char *port, const char *text)
     }
     if (len == 0 || len > 5 || value > 65535)
         return sm_error_set(SM_EADDR, "'%s': port must be a number from 0 to 65535", text);
-    memcpy(a->port, port, len + 1);
+    /* Canonical form, so "00" is port "0" to every later check. */
+    snprintf(a->port, sizeof a->port, "%lu", value);
     return 0;
 }
 

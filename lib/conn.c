@@ -10,20 +10,25 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 struct sm_conn {
     int fd;
     sm_options opt;
     pthread_mutex_t send_lock; /* one frame on the wire at a time */
-    int send_error;            /* sticky once a frame was cut; send_lock */
-    uint8_t *held;             /* SM_MORE frames not yet written; send_lock */
-    size_t held_len;           /* bytes in held; send_lock */
+    int send_error;            /* sticky once the stream is unusable; send_lock */
+    uint8_t *held;             /* bytes not yet written: SM_MORE frames, or the
+                                * rest of a frame a timeout cut; send_lock */
+    size_t held_len, held_cap; /* send_lock */
     atomic_int holding;        /* held_len > 0, readable without the lock */
     int recv_error;            /* sticky once the stream is unparseable */
-    uint8_t *view;             /* sm_recv_view's copy of a large message */
+    uint8_t *view;             /* sm_recv_view's copy of a large message, and
+                                * where a large frame cut by a timeout waits */
     size_t view_cap;
-    size_t rpos, rend; /* unread bytes are rbuf[rpos, rend) */
+    uint32_t large_len; /* > 0: a large frame's header was consumed... */
+    size_t large_have;  /* ...and this many of its bytes wait in view */
+    size_t rpos, rend;  /* unread bytes are rbuf[rpos, rend) */
     uint8_t rbuf[SM_HEADER_LEN + SM_RECV_BUFFER];
 };
 
@@ -56,7 +61,9 @@ int sm_conn_new(int fd, int family, const sm_options *opts, sm_conn **out)
     c->opt = *opts;
     c->send_error = c->recv_error = 0;
     c->held = c->view = NULL;
-    c->held_len = c->view_cap = 0;
+    c->held_len = c->held_cap = c->view_cap = 0;
+    c->large_len = 0;
+    c->large_have = 0;
     atomic_init(&c->holding, 0);
     c->rpos = c->rend = 0;
     *out = c;
@@ -68,7 +75,8 @@ static int connect_unix(const sm_addr *a, int64_t deadline)
     int fd = sm_socket(AF_UNIX, 0);
     if (fd < 0)
         return fd;
-    int rc = sm_sock_connect(fd, (const struct sockaddr *)&a->unix_addr, a->unix_len, deadline);
+    int rc =
+        sm_sock_connect_unix(fd, (const struct sockaddr *)&a->unix_addr, a->unix_len, deadline);
     if (rc) {
         close(fd);
         return rc;
@@ -143,33 +151,116 @@ SM_API int sm_connect(sm_conn **out, const char *addr)
     return sm_connect_opts(out, addr, NULL);
 }
 
-/* Writes the held frames, then iov[0..count); send_lock held.  A frame
- * cut short leaves the peer unable to parse what follows, so an error after
- * the first byte sticks. */
-static int write_frames(sm_conn *c, struct iovec *iov, int count)
+/* Takes the send lock within the deadline, so a thread queued behind
+ * another thread's slow send still returns in time.  (timedlock counts on
+ * CLOCK_REALTIME; the wait is converted from the monotonic deadline.) */
+static int lock_send(sm_conn *c, int64_t deadline)
 {
+    if (deadline < 0)
+        return -pthread_mutex_lock(&c->send_lock);
+    int64_t left = deadline - sm_now_ms();
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    if (left > 0) {
+        until.tv_sec += left / 1000;
+        until.tv_nsec += (long)(left % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+    }
+    int rc = pthread_mutex_timedlock(&c->send_lock, &until);
+    return rc == ETIMEDOUT ? SM_ETIMEDOUT : -rc;
+}
+
+/* Everything held was written: the buffer goes back to its usual size. */
+static void release_held(sm_conn *c)
+{
+    c->held_len = 0;
+    if (c->held_cap > SM_SEND_BUFFER) {
+        free(c->held);
+        c->held = NULL;
+        c->held_cap = 0;
+    }
+    atomic_store_explicit(&c->holding, 0, memory_order_relaxed);
+}
+
+/* Makes the held buffer hold at least cap bytes; keeps its contents. */
+static int reserve_held(sm_conn *c, size_t cap)
+{
+    if (cap <= c->held_cap)
+        return 0;
+    uint8_t *p = realloc(c->held, cap);
+    if (!p)
+        return SM_ENOMEM;
+    c->held = p;
+    c->held_cap = cap;
+    return 0;
+}
+
+/* After a timeout, keeps the unwritten bytes of what was started: the held
+ * bytes, or the new frame (iov, total bytes) once its first byte went out.
+ * Returns 1 if the new frame was started, 0 if not, or SM_EBROKEN when
+ * its rest cannot be kept (then the stream is cut for good). */
+static int keep_unwritten(sm_conn *c, const struct iovec *iov, int count, size_t total, size_t sent)
+{
+    if (sent <= c->held_len) {
+        memmove(c->held, c->held + sent, c->held_len - sent);
+        c->held_len -= sent;
+        return 0;
+    }
+    size_t skip = sent - c->held_len, rest = total - skip;
+    c->held_len = 0;
+    if (reserve_held(c, rest))
+        return SM_EBROKEN;
+    for (int i = 0; i < count; i++) {
+        size_t from = skip < iov[i].iov_len ? skip : iov[i].iov_len;
+        memcpy(c->held + c->held_len, (const uint8_t *)iov[i].iov_base + from,
+               iov[i].iov_len - from);
+        c->held_len += iov[i].iov_len - from;
+        skip -= from;
+    }
+    return 1;
+}
+
+/* Writes the held bytes, then the frame in iov[0..count); send_lock held.
+ * A frame goes out whole or not at all: once its first byte is written, a
+ * timeout keeps the rest held for the next call, and the call succeeds.
+ * Returns 0, SM_ETIMEDOUT (the new frame was not started; nothing is
+ * lost), or the sticky error of a stream cut by a failure. */
+static int write_frames(sm_conn *c, const struct iovec *iov, int count, int64_t deadline)
+{
+    if (c->send_error)
+        return c->send_error;
     struct iovec all[3] = { { c->held, c->held_len } };
-    if (count)
-        memcpy(all + 1, iov, (size_t)count * sizeof *iov);
+    size_t total = 0;
+    for (int i = 0; i < count; i++) {
+        all[i + 1] = iov[i];
+        total += iov[i].iov_len;
+    }
     int first = c->held_len ? 0 : 1;
     size_t sent = 0;
-    int rc = c->send_error;
-    if (!rc)
-        rc = sm_sock_write_all(c->fd, all + first, count + 1 - first,
-                               sm_deadline(c->opt.send_timeout_ms), &sent);
-    if (rc && sent > 0)
-        c->send_error = rc;
-    if (!rc || sent > 0) {
-        c->held_len = 0;
-        atomic_store_explicit(&c->holding, 0, memory_order_relaxed);
+    int rc = sm_sock_write_all(c->fd, all + first, count + 1 - first, deadline, &sent);
+    if (rc == 0) {
+        release_held(c);
+        return 0;
     }
+    if (rc == SM_ETIMEDOUT) {
+        int started = keep_unwritten(c, iov, count, total, sent);
+        atomic_store_explicit(&c->holding, c->held_len > 0, memory_order_relaxed);
+        if (started < 0)
+            rc = c->send_error = started;
+        return started == 1 ? 0 : rc;
+    }
+    if (sent > 0)
+        c->send_error = rc;
     return rc;
 }
 
 /* Appends one frame to the held bytes; send_lock held, and it fits. */
 static int hold_frame(sm_conn *c, const uint8_t *header, const void *msg, size_t len)
 {
-    if (!c->held && !(c->held = malloc(SM_SEND_BUFFER)))
+    if (reserve_held(c, SM_SEND_BUFFER))
         return SM_ENOMEM;
     memcpy(c->held + c->held_len, header, SM_HEADER_LEN);
     if (len)
@@ -189,12 +280,15 @@ SM_API int sm_send_flags(sm_conn *c, const void *msg, size_t len, int flags)
     sm_frame_header_put(header, (uint32_t)len);
     struct iovec frame[2] = { { header, sizeof header }, { (void *)msg, len } };
 
-    pthread_mutex_lock(&c->send_lock);
-    int rc = c->send_error;
+    int64_t deadline = sm_deadline(c->opt.send_timeout_ms);
+    int rc = lock_send(c, deadline);
+    if (rc)
+        return sm_error_set(rc, "send %zu bytes: wait for another thread's send", len);
+    rc = c->send_error;
     if (!rc && (flags & SM_MORE) && c->held_len + SM_HEADER_LEN + len <= SM_SEND_BUFFER)
         rc = hold_frame(c, header, msg, len);
     else if (!rc)
-        rc = write_frames(c, frame, 2);
+        rc = write_frames(c, frame, 2, deadline);
     pthread_mutex_unlock(&c->send_lock);
     return rc ? sm_error_set(rc, "send %zu bytes", len) : 0;
 }
@@ -208,8 +302,11 @@ SM_API int sm_flush(sm_conn *c)
 {
     if (!c)
         return sm_error_set(SM_EINVAL, "sm_flush: NULL connection");
-    pthread_mutex_lock(&c->send_lock);
-    int rc = c->held_len ? write_frames(c, NULL, 0) : c->send_error;
+    int64_t deadline = sm_deadline(c->opt.send_timeout_ms);
+    int rc = lock_send(c, deadline);
+    if (rc)
+        return sm_error_set(rc, "flush: wait for another thread's send");
+    rc = c->held_len ? write_frames(c, NULL, 0, deadline) : c->send_error;
     pthread_mutex_unlock(&c->send_lock);
     return rc ? sm_error_set(rc, "flush held messages") : 0;
 }
@@ -225,7 +322,7 @@ static int flush_before_receive(sm_conn *c)
         return 0;
     if (pthread_mutex_trylock(&c->send_lock) != 0)
         return 0;
-    int rc = c->held_len ? write_frames(c, NULL, 0) : 0;
+    int rc = c->held_len ? write_frames(c, NULL, 0, sm_deadline(c->opt.send_timeout_ms)) : 0;
     pthread_mutex_unlock(&c->send_lock);
     return rc ? sm_error_set(rc, "flush held messages") : 0;
 }
@@ -270,6 +367,8 @@ static int64_t next_length(sm_conn *c, int64_t deadline)
 {
     if (c->recv_error)
         return c->recv_error;
+    if (c->large_len)
+        return c->large_len;
     int rc = fill(c, SM_HEADER_LEN, deadline);
     if (rc)
         return recv_fail(c, rc, 1, "header");
@@ -282,29 +381,69 @@ static int64_t next_length(sm_conn *c, int64_t deadline)
     return len;
 }
 
-/* Moves the payload of the frame whose header is buffered into dst. */
-static int read_payload(sm_conn *c, uint8_t *dst, size_t len, int64_t deadline)
+/* A large frame cut by a timeout: its bytes so far wait in c->view, so the
+ * next receive, whichever call it is, resumes where this one stopped. */
+static int park_large(sm_conn *c, const uint8_t *dst, uint32_t len, size_t done)
 {
-    if (len <= SM_RECV_BUFFER) {
-        /* Gather the whole frame before consuming any of it, so a timeout
-         * here loses nothing. */
-        int rc = fill(c, SM_HEADER_LEN + len, deadline);
-        if (rc)
-            return recv_fail(c, rc, 1, "payload");
-        memcpy(dst, c->rbuf + c->rpos + SM_HEADER_LEN, len);
-        c->rpos += SM_HEADER_LEN + len;
-        return 0;
+    if (dst != c->view && done > 0) {
+        if (done > c->view_cap) {
+            uint8_t *p = realloc(c->view, done);
+            if (!p)
+                return recv_fail(c, SM_EBROKEN, 0, "large payload: no memory to keep it");
+            c->view = p;
+            c->view_cap = done;
+        }
+        memcpy(c->view, dst, done);
     }
-    c->rpos += SM_HEADER_LEN;
-    size_t done = c->rend - c->rpos;
-    memcpy(dst, c->rbuf + c->rpos, done);
-    c->rpos = c->rend = 0;
+    c->large_len = len;
+    c->large_have = done;
+    return recv_fail(c, SM_ETIMEDOUT, 1, "large payload");
+}
+
+/* Starts or resumes a frame larger than rbuf, reading the rest straight
+ * into dst. */
+static int read_large(sm_conn *c, uint8_t *dst, uint32_t len, int64_t deadline)
+{
+    size_t done;
+    if (c->large_len) {
+        done = c->large_have;
+        if (dst != c->view) {
+            memcpy(dst, c->view, done);
+            free(c->view);
+            c->view = NULL;
+            c->view_cap = 0;
+        }
+        c->large_len = 0;
+    } else {
+        c->rpos += SM_HEADER_LEN;
+        done = c->rend - c->rpos;
+        memcpy(dst, c->rbuf + c->rpos, done);
+        c->rpos = c->rend = 0;
+    }
     while (done < len) {
         ssize_t n = sm_sock_read(c->fd, dst + done, len - done, MSG_WAITALL, deadline);
+        if (n == SM_ETIMEDOUT)
+            return park_large(c, dst, len, done);
         if (n <= 0)
             return recv_fail(c, n == 0 ? SM_ETRUNCATED : (int)n, 0, "large payload");
         done += (size_t)n;
     }
+    return 0;
+}
+
+/* Moves the payload of the next frame (header buffered, or a large frame
+ * already begun) into dst. */
+static int read_payload(sm_conn *c, uint8_t *dst, size_t len, int64_t deadline)
+{
+    if (len > SM_RECV_BUFFER)
+        return read_large(c, dst, (uint32_t)len, deadline);
+    /* Gather the whole frame before consuming any of it, so a timeout here
+     * loses nothing. */
+    int rc = fill(c, SM_HEADER_LEN + len, deadline);
+    if (rc)
+        return recv_fail(c, rc, 1, "payload");
+    memcpy(dst, c->rbuf + c->rpos + SM_HEADER_LEN, len);
+    c->rpos += SM_HEADER_LEN + len;
     return 0;
 }
 
@@ -373,10 +512,11 @@ static int view_buffered(sm_conn *c, size_t len, int64_t deadline, const void **
 static int view_large(sm_conn *c, size_t len, int64_t deadline, const void **msg)
 {
     if (len > c->view_cap) {
-        free(c->view);
-        c->view_cap = 0;
-        if (!(c->view = malloc(len)))
+        /* realloc keeps the bytes of a frame a timeout cut. */
+        uint8_t *p = realloc(c->view, len);
+        if (!p)
             return sm_error_set(SM_ENOMEM, "receive: %zu bytes", len);
+        c->view = p;
         c->view_cap = len;
     }
     int rc = read_payload(c, c->view, len, deadline);
@@ -408,7 +548,8 @@ SM_API ssize_t sm_recv_view(sm_conn *c, const void **msg)
 
 SM_API int sm_recv_ready(const sm_conn *c)
 {
-    size_t have = c ? c->rend - c->rpos : 0;
+    /* A large frame already begun is never whole in rbuf. */
+    size_t have = c && !c->large_len ? c->rend - c->rpos : 0;
     return have >= SM_HEADER_LEN && have - SM_HEADER_LEN >= sm_frame_header_get(c->rbuf + c->rpos);
 }
 

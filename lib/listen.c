@@ -75,19 +75,21 @@ static int listen_resolved(const sm_addr *a, int *family)
 }
 
 /* A socket file left by a server that died is replaced; one that a live
- * server still answers on is not. */
+ * server still answers on is not.  The probe is non-blocking: a live
+ * server whose backlog is full answers EAGAIN at once instead of making
+ * us wait for it. */
 static int remove_stale_socket(const sm_addr *a)
 {
     struct stat st;
     if (stat(a->unix_addr.sun_path, &st) < 0 || !S_ISSOCK(st.st_mode))
         return 0;
-    int fd = sm_socket(AF_UNIX, 0);
+    int fd = sm_socket(AF_UNIX, SOCK_NONBLOCK);
     if (fd < 0)
         return fd;
     int rc = connect(fd, (const struct sockaddr *)&a->unix_addr, a->unix_len);
     int err = errno;
     close(fd);
-    if (rc == 0)
+    if (rc == 0 || err == EAGAIN)
         return -EADDRINUSE;
     if (err == ECONNREFUSED)
         unlink(a->unix_addr.sun_path);

@@ -19,6 +19,11 @@
 #define EVENT_BATCH 256
 #define ACCEPT_BATCH 64
 #define ACCEPT_RETRY_MS 100
+#define STALL_CHECK_MS 1000
+
+/* Why a client is not read from: its replies back up (high_water), or the
+ * server is over its memory budget and the client holds much of it. */
+#define PAUSED_OUTPUT 1u
 
 /* An id is (sequence << 24 | fd): the fd finds the client in O(1), the
  * process-wide sequence makes the id unique.  Listener keys use bit 63,
@@ -38,10 +43,15 @@ struct client {
     int fd;
     enum client_state state;
     int close_reason;
-    unsigned interest;            /* events registered with the poller */
-    int paused;                   /* queue passed high_water: not reading */
-    int dirty;                    /* id is in server->dirty */
-    int64_t last_input;           /* ms; the idle timeout counts from here */
+    unsigned interest;      /* events registered with the poller */
+    unsigned paused;        /* PAUSED_OUTPUT: queue passed high_water */
+    int dirty;              /* id is in server->dirty */
+    int64_t last_input;     /* ms; the idle timeout counts from here */
+    int64_t last_output;    /* ms; the peer last took queued bytes */
+    int64_t drain_deadline; /* ms; DRAINING ends here at the latest */
+    size_t holding;         /* bytes of partial frame and output queue */
+    struct post *posted;    /* posts waiting for room in the queue */
+    struct post **posted_tail;
     struct client *older, *newer; /* every client, by last input */
     void *data;
     uint8_t *out; /* queued frames are out[out_pos, out_len); NULL when none */
@@ -70,10 +80,16 @@ struct sm_server {
     struct client *oldest, *newest;
     sm_conn_id *dirty; /* clients with output to flush this iteration */
     size_t dirty_len, dirty_cap;
-    struct client *feeding; /* client whose messages are being delivered */
+    struct client *feeding;  /* client whose messages are being delivered */
+    size_t buffered;         /* every client's holding, summed */
+    int budget_applied;      /* over the budget when interests were last set */
+    struct client *finisher; /* over the budget, the one client still read
+                              * to finish its large frame */
+    int64_t stall_check_at;
     atomic_int stop_requested;
     pthread_mutex_t post_lock;
     struct post *posts, **posts_tail;
+    size_t posted_bytes; /* post_lock; posts not yet in an output queue */
     sm_server_stats stats;
     uint8_t scratch[SCRATCH_LEN]; /* every read lands here first */
 };
@@ -101,6 +117,49 @@ static struct client *find_open(const sm_server *s, sm_conn_id id)
 static size_t queued(const struct client *c)
 {
     return c->out_len - c->out_pos;
+}
+
+/* What the partial frame costs (its buffer), and how much of it is still
+ * to come (unknown while the header itself is partial). */
+static size_t decoder_held(const sm_decoder *d)
+{
+    return d->codec.cap;
+}
+
+static uint32_t decoder_missing(const sm_decoder *d)
+{
+    const sm_frame_decoder *f = &d->codec;
+    return f->header_have == SM_HEADER_LEN ? f->len - f->have : UINT32_MAX - 1;
+}
+
+/* A post costs its frame against max_posted, so even empty ones add up. */
+static size_t post_cost(const struct post *p)
+{
+    return SM_HEADER_LEN + p->len;
+}
+
+static int over_budget(const sm_server *s)
+{
+    return s->buffered > s->opt.max_buffered;
+}
+
+/* Brings the server's total up to date after c's buffers changed. */
+static void account(sm_server *s, struct client *c)
+{
+    size_t now = decoder_held(&c->decoder) + c->out_cap;
+    s->buffered = s->buffered - c->holding + now;
+    c->holding = now;
+}
+
+/* Whether to read from c now.  Not while its replies back up; and while
+ * the server is over its memory budget, only if c holds little (small
+ * messages keep flowing for everyone) or is the finisher (large frames
+ * still complete, one at a time). */
+static int may_read(const sm_server *s, const struct client *c)
+{
+    if (c->state != OPEN || c->paused)
+        return 0;
+    return !over_budget(s) || c->holding <= SCRATCH_LEN || c == s->finisher;
 }
 
 /* ---- the activity list: oldest input first, for the idle timeout ---- */
@@ -144,10 +203,25 @@ static void set_accepting(sm_server *s, int on)
 
 static void update_interest(sm_server *s, struct client *c)
 {
-    unsigned want =
-        (c->state == OPEN && !c->paused ? SM_POLL_IN : 0) | (queued(c) ? SM_POLL_OUT : 0);
+    unsigned want = (may_read(s, c) ? SM_POLL_IN : 0) | (queued(c) ? SM_POLL_OUT : 0);
     if (want != c->interest && sm_poller_mod(s->poller, c->fd, c->id, want) == 0)
         c->interest = want;
+}
+
+/* Frees posts that will never be queued, and returns their bytes to the
+ * post budget. */
+static void drop_posts(sm_server *s, struct post *p)
+{
+    size_t bytes = 0;
+    while (p) {
+        struct post *next = p->next;
+        bytes += post_cost(p);
+        free(p);
+        p = next;
+    }
+    pthread_mutex_lock(&s->post_lock);
+    s->posted_bytes -= bytes;
+    pthread_mutex_unlock(&s->post_lock);
 }
 
 static void client_free(sm_server *s, struct client *c, int reason)
@@ -159,6 +233,10 @@ static void client_free(sm_server *s, struct client *c, int reason)
     close(c->fd);
     s->by_fd[c->fd] = NULL;
     list_remove(s, c);
+    if (s->finisher == c)
+        s->finisher = NULL;
+    s->buffered -= c->holding;
+    drop_posts(s, c->posted);
     sm_decoder_free(&c->decoder);
     free(c->out);
     free(c);
@@ -194,6 +272,7 @@ static struct client *client_open(sm_server *s, int fd, int family)
     c->fd = fd;
     c->id = (sm_conn_id)(atomic_fetch_add(&next_sequence, 1) << ID_FD_BITS) | (uint64_t)fd;
     c->interest = SM_POLL_IN;
+    c->posted_tail = &c->posted;
     if (sm_poller_add(s->poller, fd, c->id, SM_POLL_IN)) {
         free(c);
         close(fd);
@@ -263,12 +342,16 @@ static void mark_dirty(sm_server *s, struct client *c)
     c->dirty = 1;
 }
 
+/* Appends one frame to c's queue.  Returns 0, SM_EFULL or SM_ENOMEM and
+ * leaves sm_last_error() alone: a broadcast that skips a full client
+ * still succeeds. */
 static int enqueue(sm_server *s, struct client *c, const void *msg, size_t len)
 {
     size_t frame = SM_HEADER_LEN + len;
     if (queued(c) + frame > s->opt.max_queue)
-        return sm_error_set(SM_EFULL, "queue %zu more bytes to %llu", frame,
-                            (unsigned long long)c->id);
+        return SM_EFULL;
+    if (!queued(c))
+        c->last_output = sm_now_ms(); /* the stall clock starts with the queue */
     if (c->out_len + frame > c->out_cap && c->out_pos > 0) {
         memmove(c->out, c->out + c->out_pos, queued(c));
         c->out_len -= c->out_pos;
@@ -278,18 +361,39 @@ static int enqueue(sm_server *s, struct client *c, const void *msg, size_t len)
         size_t cap = c->out_cap * 2 > c->out_len + frame ? c->out_cap * 2 : c->out_len + frame;
         uint8_t *out = realloc(c->out, cap);
         if (!out)
-            return sm_error_set(SM_ENOMEM, "queue %zu bytes", frame);
+            return SM_ENOMEM;
         c->out = out;
         c->out_cap = cap;
+        account(s, c);
     }
     sm_frame_header_put(c->out + c->out_len, (uint32_t)len);
     if (len)
         memcpy(c->out + c->out_len + SM_HEADER_LEN, msg, len);
     c->out_len += frame;
     if (queued(c) > s->opt.high_water)
-        c->paused = 1;
+        c->paused |= PAUSED_OUTPUT;
     mark_dirty(s, c);
     return 0;
+}
+
+/* Moves c's waiting posts into its queue while it is below high_water;
+ * the rest wait (and count against max_posted) until it drains. */
+static void queue_posts(sm_server *s, struct client *c)
+{
+    size_t bytes = 0;
+    struct post *p;
+    while ((p = c->posted) && c->state == OPEN && queued(c) <= s->opt.high_water &&
+           enqueue(s, c, p->msg, p->len) == 0) {
+        if (!(c->posted = p->next))
+            c->posted_tail = &c->posted;
+        bytes += post_cost(p);
+        free(p);
+    }
+    if (bytes) {
+        pthread_mutex_lock(&s->post_lock);
+        s->posted_bytes -= bytes;
+        pthread_mutex_unlock(&s->post_lock);
+    }
 }
 
 /* Writes what the socket takes now.  The queue's memory goes back as soon
@@ -307,16 +411,22 @@ static void client_flush(sm_server *s, struct client *c)
             return;
         }
         c->out_pos += (size_t)n;
+        c->last_output = sm_now_ms();
     }
     if (!queued(c)) {
         free(c->out);
         c->out = NULL;
         c->out_pos = c->out_len = c->out_cap = 0;
-        c->paused = 0;
+        account(s, c);
+        if (c->paused & PAUSED_OUTPUT) {
+            c->paused &= ~PAUSED_OUTPUT;
+            touch(s, c); /* the idle clock stood still while we paused it */
+        }
         if (c->state == DRAINING) {
             client_free(s, c, c->close_reason);
             return;
         }
+        queue_posts(s, c);
     }
     update_interest(s, c);
 }
@@ -339,7 +449,16 @@ static void drain_and_close(sm_server *s, struct client *c, int reason)
 {
     c->state = DRAINING;
     c->close_reason = reason;
+    c->drain_deadline = sm_now_ms() + s->opt.stall_timeout_ms;
     mark_dirty(s, c);
+}
+
+/* Closes with a reset, so the kernel frees its buffers for c at once. */
+static void client_reset(sm_server *s, struct client *c, int reason)
+{
+    struct linger reset = { 1, 0 };
+    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+    client_free(s, c, reason);
 }
 
 /* ---- input ---- */
@@ -369,28 +488,50 @@ int sm_server_input(sm_server *s, sm_conn_id id, const uint8_t *data, size_t len
     s->feeding = c;
     int rc = sm_decoder_feed(&c->decoder, data, len, deliver, s);
     s->feeding = NULL;
-    if (rc < 0)
+    if (rc < 0) {
         client_free(s, c, rc); /* SM_ETOOBIG or SM_ENOMEM: only this client */
+        return 0;
+    }
+    account(s, c);
+    if (s->finisher == c && !sm_decoder_in_frame(&c->decoder))
+        s->finisher = NULL; /* its frame is done: another may finish now */
+    update_interest(s, c);
     return 0;
 }
 
-static void client_read(sm_server *s, struct client *c)
+/* One read.  Returns 1 if the stream ended or failed (c may be gone), 0
+ * if there may be more, or -1 if nothing is there now. */
+static int client_read(sm_server *s, struct client *c)
 {
-    ssize_t n = recv(c->fd, s->scratch, sizeof s->scratch, MSG_DONTWAIT);
+    ssize_t n = sm_sock_read(c->fd, s->scratch, sizeof s->scratch, MSG_DONTWAIT, 0);
+    if (n == -EAGAIN || n == -EWOULDBLOCK)
+        return -1;
     if (n < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            client_free(s, c, -errno);
-        return;
+        client_free(s, c, (int)n);
+        return 1;
     }
     sm_server_input(s, c->id, s->scratch, (size_t)n);
+    return n == 0;
 }
 
-static void client_error(sm_server *s, struct client *c)
+/* The peer hung up (on a Unix socket the kernel says so at once, before
+ * we have read what it sent): deliver everything still queued for us, so
+ * a burst followed by close loses nothing and a cut frame is reported as
+ * truncated.  The peer can send no more, so this ends. */
+static void client_hangup(sm_server *s, struct client *c)
 {
+    sm_conn_id id = c->id;
+    while ((c = lookup(s, id)) && c->state == OPEN && client_read(s, c) == 0) {
+    }
+    if (!(c = lookup(s, id)))
+        return;
     int err = 0;
     socklen_t len = sizeof err;
     getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    client_free(s, c, err ? -err : SM_ECLOSED);
+    int reason = err ? -err : SM_ECLOSED;
+    if (c->state == OPEN && sm_decoder_in_frame(&c->decoder))
+        reason = SM_ETRUNCATED;
+    client_free(s, c, c->state == DRAINING && !err ? c->close_reason : reason);
 }
 
 /* ---- the loop ---- */
@@ -405,9 +546,15 @@ static void take_posts(sm_server *s)
     while (p) {
         struct post *next = p->next;
         struct client *c = lookup(s, p->id);
-        if (c && c->state == OPEN)
-            enqueue(s, c, p->msg, p->len);
-        free(p);
+        if (c && c->state == OPEN) {
+            p->next = NULL;
+            *c->posted_tail = p;
+            c->posted_tail = &p->next;
+            queue_posts(s, c);
+        } else {
+            p->next = NULL;
+            drop_posts(s, p); /* its client is gone: on_close said so */
+        }
         p = next;
     }
 }
@@ -423,30 +570,112 @@ static void handle_event(sm_server *s, const sm_poll_event *ev)
         return;
     }
     struct client *c = lookup(s, ev->key);
-    if (c && (ev->events & SM_POLL_IN) && c->state == OPEN && !c->paused)
+    if (c && (ev->events & SM_POLL_IN) && may_read(s, c))
         client_read(s, c);
     if ((c = lookup(s, ev->key)) && (ev->events & SM_POLL_OUT))
         client_flush(s, c);
     if ((c = lookup(s, ev->key)) && (ev->events & SM_POLL_ERR))
-        client_error(s, c);
+        client_hangup(s, c);
+}
+
+/* Paused clients are skipped: the server stopped reading them, so their
+ * silence is not theirs. */
+static struct client *oldest_unpaused(const sm_server *s)
+{
+    struct client *c = s->oldest;
+    while (c && !may_read(s, c) && c->state == OPEN)
+        c = c->newer;
+    return c;
 }
 
 static void expire_idle(sm_server *s, int64_t now)
 {
     struct client *c;
-    /* client_free() unlinks c from the list, which the analyzer misses. */
-    /* NOLINTNEXTLINE(clang-analyzer-unix.Malloc) */
-    while ((c = s->oldest) && now - c->last_input >= s->opt.idle_timeout_ms)
+    while ((c = oldest_unpaused(s)) && now - c->last_input >= s->opt.idle_timeout_ms)
         client_free(s, c, SM_ETIMEDOUT);
+}
+
+/* Over the budget, the client with a partial frame nearest completion
+ * may go on reading; the others wait until memory is freed. */
+static struct client *pick_finisher(const sm_server *s)
+{
+    struct client *best = NULL;
+    uint32_t best_missing = UINT32_MAX;
+    for (struct client *c = s->oldest; c; c = c->newer) {
+        uint32_t missing = decoder_missing(&c->decoder);
+        if (c->state == OPEN && !c->paused && sm_decoder_in_frame(&c->decoder) &&
+            missing < best_missing) {
+            best = c;
+            best_missing = missing;
+        }
+    }
+    return best;
+}
+
+/* Once per loop iteration: choose a finisher, and when the server crossed
+ * its budget either way, tell the poller which clients to read. */
+static void apply_budget(sm_server *s)
+{
+    int over = over_budget(s);
+    struct client *old = s->finisher;
+    if (over && !s->finisher && (s->finisher = pick_finisher(s)))
+        touch(s, s->finisher); /* its stall clock starts now */
+    if (!over)
+        s->finisher = NULL;
+    if (over != s->budget_applied) {
+        s->budget_applied = over;
+        for (struct client *c = s->oldest; c; c = c->newer) {
+            if (!over && !(c->interest & SM_POLL_IN) && may_read(s, c))
+                touch(s, c); /* the idle clock stood still while we paused it */
+            update_interest(s, c);
+        }
+    } else if (old != s->finisher) {
+        if (old)
+            update_interest(s, old);
+        if (s->finisher)
+            update_interest(s, s->finisher);
+    }
+}
+
+/* A peer that takes none of its queued bytes, a drain that does not end,
+ * or a finisher that stops sending its frame holds memory for nothing:
+ * after stall_timeout_ms it is reset. */
+static int stalled(const sm_server *s, const struct client *c, int64_t now)
+{
+    int64_t limit = s->opt.stall_timeout_ms;
+    if (queued(c) && now - c->last_output >= limit)
+        return 1;
+    if (c->state == DRAINING && now >= c->drain_deadline)
+        return 1;
+    return c == s->finisher && now - c->last_input >= limit;
+}
+
+static void reset_stalled(sm_server *s, int64_t now)
+{
+    if (now < s->stall_check_at)
+        return;
+    s->stall_check_at = now + STALL_CHECK_MS;
+    struct client *c = s->oldest;
+    while (c) {
+        struct client *next = c->newer;
+        if (stalled(s, c, now)) {
+            s->stats.stalled++;
+            client_reset(s, c, SM_ETIMEDOUT);
+        }
+        c = next;
+    }
 }
 
 static int next_timeout(const sm_server *s, int64_t now)
 {
     int64_t t = INT64_MAX;
-    if (s->opt.idle_timeout_ms && s->oldest)
-        t = s->oldest->last_input + s->opt.idle_timeout_ms - now;
+    const struct client *idle = s->opt.idle_timeout_ms ? oldest_unpaused(s) : NULL;
+    if (idle)
+        t = idle->last_input + s->opt.idle_timeout_ms - now;
     if (s->accept_paused && s->accept_retry_at - now < t)
         t = s->accept_retry_at - now;
+    if (s->buffered && s->stall_check_at - now < t)
+        t = s->stall_check_at - now;
     if (t == INT64_MAX)
         return -1;
     return t < 0 ? 0 : t > 60000 ? 60000 : (int)t;
@@ -486,6 +715,8 @@ SM_API int sm_server_run(sm_server *s)
         if (s->opt.idle_timeout_ms)
             expire_idle(s, now);
         flush_dirty(s);
+        reset_stalled(s, now);
+        apply_budget(s);
         if (s->accept_paused && now >= s->accept_retry_at)
             set_accepting(s, 1);
     }
@@ -509,14 +740,21 @@ static int resolve_options(sm_server_options *dst, const sm_server_options *opts
 {
     static const sm_server_options defaults;
     *dst = opts ? *opts : defaults;
-    if (dst->idle_timeout_ms < 0 || dst->max_conns < 0)
+    if (dst->idle_timeout_ms < 0 || dst->max_conns < 0 || dst->stall_timeout_ms < 0)
         return sm_error_set(SM_EINVAL, "server options: negative value");
     if (!dst->max_frame)
         dst->max_frame = SM_DEFAULT_MAX_FRAME;
     if (!dst->high_water)
         dst->high_water = 1024 * 1024;
-    if (!dst->max_queue)
-        dst->max_queue = dst->high_water + 2 * (size_t)dst->max_frame;
+    size_t frames = 2 * (size_t)dst->max_frame;
+    if (!dst->max_queue) /* saturating: high_water may be SIZE_MAX */
+        dst->max_queue = dst->high_water > SIZE_MAX - frames ? SIZE_MAX : dst->high_water + frames;
+    if (!dst->max_buffered)
+        dst->max_buffered = SM_SERVER_DEFAULT_BUDGET;
+    if (!dst->max_posted)
+        dst->max_posted = frames > SM_SERVER_DEFAULT_POSTED ? frames : SM_SERVER_DEFAULT_POSTED;
+    if (!dst->stall_timeout_ms)
+        dst->stall_timeout_ms = SM_SERVER_DEFAULT_STALL_MS;
     return 0;
 }
 
@@ -596,7 +834,13 @@ SM_API int sm_server_send(sm_server *s, sm_conn_id id, const void *msg, size_t l
     if (rc)
         return rc;
     struct client *c = find_open(s, id);
-    return c ? enqueue(s, c, msg, len) : SM_ENOCONN;
+    if (!c)
+        return SM_ENOCONN;
+    rc = enqueue(s, c, msg, len);
+    if (rc)
+        return sm_error_set(rc, "queue %zu bytes to %llu", SM_HEADER_LEN + len,
+                            (unsigned long long)id);
+    return 0;
 }
 
 SM_API int sm_server_broadcast(sm_server *s, const void *msg, size_t len, sm_conn_id except)
@@ -616,6 +860,13 @@ SM_API int sm_server_post(sm_server *s, sm_conn_id id, const void *msg, size_t l
     int rc = check_send(s, msg, len, "sm_server_post");
     if (rc)
         return rc;
+    if (id == 0)
+        return sm_error_set(SM_EINVAL, "sm_server_post: id 0 is never a connection");
+    /* An id whose sequence was never handed out names no connection. */
+    if (id >> ID_FD_BITS >= atomic_load(&next_sequence))
+        return sm_error_set(SM_ENOCONN, "sm_server_post: connection %llu", (unsigned long long)id);
+    if (SM_HEADER_LEN + len > s->opt.max_queue)
+        return sm_error_set(SM_EFULL, "sm_server_post: %zu bytes can never fit max_queue", len);
     struct post *p = malloc(sizeof *p + len);
     if (!p)
         return sm_error_set(SM_ENOMEM, "sm_server_post");
@@ -625,9 +876,18 @@ SM_API int sm_server_post(sm_server *s, sm_conn_id id, const void *msg, size_t l
     if (len)
         memcpy(p->msg, msg, len);
     pthread_mutex_lock(&s->post_lock);
-    *s->posts_tail = p;
-    s->posts_tail = &p->next;
+    int full = post_cost(p) > s->opt.max_posted - s->posted_bytes;
+    if (!full) {
+        s->posted_bytes += post_cost(p);
+        *s->posts_tail = p;
+        s->posts_tail = &p->next;
+    }
     pthread_mutex_unlock(&s->post_lock);
+    if (full) {
+        free(p);
+        return sm_error_set(SM_EFULL, "sm_server_post: %zu bytes already posted",
+                            s->opt.max_posted);
+    }
     sm_poller_wake(s->poller);
     return 0;
 }
@@ -682,8 +942,10 @@ SM_API size_t sm_server_ids(const sm_server *s, sm_conn_id *ids, size_t cap)
 SM_API void sm_server_get_stats(const sm_server *s, sm_server_stats *st)
 {
     static const sm_server_stats none;
-    if (st)
-        *st = s ? s->stats : none;
+    if (!st)
+        return;
+    *st = s ? s->stats : none;
+    st->buffered = s ? s->buffered : 0;
 }
 
 SM_API void sm_server_free(sm_server *s)

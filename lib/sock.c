@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -77,6 +78,35 @@ int sm_sock_connect(int fd, const struct sockaddr *sa, socklen_t len, int64_t de
             return -err;
     }
     return set_blocking(fd, 1);
+}
+
+/* Sets SO_SNDTIMEO to what is left until the deadline (none: no limit).
+ * Returns 0, SM_ETIMEDOUT if the deadline has passed, or -errno. */
+static int set_send_timeout(int fd, int64_t deadline)
+{
+    struct timeval tv = { 0, 0 };
+    if (deadline >= 0) {
+        int64_t left = deadline - sm_now_ms();
+        if (left <= 0)
+            return SM_ETIMEDOUT;
+        tv.tv_sec = (time_t)(left / 1000);
+        tv.tv_usec = (suseconds_t)(left % 1000) * 1000;
+    }
+    return setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0 ? -errno : 0;
+}
+
+/* A Unix socket has no connect in progress: while the listener's backlog
+ * is full, a non-blocking connect fails with EAGAIN at once.  A blocking
+ * one waits for room, for as long as SO_SNDTIMEO allows. */
+int sm_sock_connect_unix(int fd, const struct sockaddr *sa, socklen_t len, int64_t deadline)
+{
+    int rc;
+    while ((rc = set_send_timeout(fd, deadline)) == 0 && connect(fd, sa, len) < 0) {
+        if (errno == EINTR)
+            continue; /* a Unix connect is all or nothing: safe to repeat */
+        return errno == EAGAIN && deadline >= 0 ? SM_ETIMEDOUT : -errno;
+    }
+    return rc ? rc : set_send_timeout(fd, -1);
 }
 
 int sm_sock_set_nodelay(int fd, int family, int nagle)

@@ -26,6 +26,10 @@ int sm_socket(int family, int flags);
  * -errno; fd is blocking again afterwards. */
 int sm_sock_connect(int fd, const struct sockaddr *sa, socklen_t len, int64_t deadline);
 
+/* Connects a blocking Unix-domain fd within the deadline, waiting while
+ * the listener's backlog is full.  Returns 0, SM_ETIMEDOUT or -errno. */
+int sm_sock_connect_unix(int fd, const struct sockaddr *sa, socklen_t len, int64_t deadline);
+
 /* Sets TCP_NODELAY on TCP sockets unless nagle; returns 0 or -errno. */
 int sm_sock_set_nodelay(int fd, int family, int nagle);
 

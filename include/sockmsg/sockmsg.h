@@ -57,7 +57,10 @@ extern "C" {
 /* Longest address string the library writes (see sm_listener_addr). */
 #define SM_ADDRSTRLEN 128
 
-/* The library's own error codes.  Any other negative value is -errno. */
+/* The library's own error codes.  Any other negative value is -errno.
+ * sockmsg/frame.h carries the same enum for programs that use the codec
+ * alone; whichever header comes first declares it. */
+#ifndef SOCKMSG_FRAME_H
 enum sm_error {
     SM_ECLOSED = -1001,    /* peer closed the connection between frames */
     SM_ETRUNCATED = -1002, /* stream ended inside a frame */
@@ -69,8 +72,11 @@ enum sm_error {
     SM_ENOMEM = -1008,     /* out of memory */
     SM_ENOCONN = -1009,    /* server: no open connection with that id */
     SM_ESTOPPED = -1010,   /* server: closed because the server stopped */
-    SM_EFULL = -1011       /* server: the connection's output queue is full */
+    SM_EFULL = -1011,      /* server: the connection's output queue is full */
+    SM_EBROKEN = -1012     /* a frame was cut and cannot be finished: the
+                            * connection is dead, close it */
 };
+#endif
 
 typedef struct sm_listener sm_listener;
 typedef struct sm_conn sm_conn;
@@ -320,17 +326,43 @@ typedef struct sm_server_handlers {
     void (*on_close)(sm_server *s, sm_conn_id id, int reason, void *arg);
 } sm_server_handlers;
 
+/* Server defaults (see sm_server_options). */
+#define SM_SERVER_DEFAULT_BUDGET ((size_t)256 * 1024 * 1024)
+#define SM_SERVER_DEFAULT_POSTED ((size_t)64 * 1024 * 1024)
+#define SM_SERVER_DEFAULT_STALL_MS 30000
+/* A size option set to this has no limit. */
+#define SM_UNLIMITED SIZE_MAX
+
 /* Server options; zero means the default, as for sm_options. */
 typedef struct sm_server_options {
-    uint32_t max_frame;  /* largest message accepted; 0 = 16 MiB */
-    size_t high_water;   /* queued output bytes at which the server stops
+    uint32_t max_frame;   /* largest message accepted; 0 = 16 MiB */
+    size_t high_water;    /* queued output bytes at which the server stops
                           * reading from that client until its queue has
                           * drained (backpressure); 0 = 1 MiB */
-    size_t max_queue;    /* queued output beyond which sends to that client
-                          * fail with SM_EFULL; 0 = high_water + 2 * max_frame */
-    int idle_timeout_ms; /* close clients silent this long; 0 = never */
-    int max_conns;       /* more are accepted and closed at once; 0 = no cap */
-    int nagle;           /* nonzero leaves Nagle on; default sets TCP_NODELAY */
+    size_t max_queue;     /* queued output beyond which sends to that client
+                          * fail with SM_EFULL; 0 = high_water + 2 * max_frame
+                          * (SM_UNLIMITED if that overflows) */
+    int idle_timeout_ms;  /* close clients silent this long; 0 = never.  A
+                          * client the server paused (backpressure, budget)
+                          * is not silent: its clock restarts on resume */
+    int max_conns;        /* more are accepted and closed at once; 0 = no cap */
+    int nagle;            /* nonzero leaves Nagle on; default sets TCP_NODELAY */
+    size_t max_buffered;  /* memory budget for the whole server: bytes held in
+                          * partly received frames and output queues.  Over
+                          * it, clients holding more than 64 KiB are not read
+                          * (small messages still flow for the others), and
+                          * one client at a time may finish its large frame.
+                          * 0 = SM_SERVER_DEFAULT_BUDGET (256 MiB);
+                          * SM_UNLIMITED: no budget */
+    int stall_timeout_ms; /* reset a client that takes none of its queued
+                           * output this long, that has not drained this
+                           * long after sm_server_disconnect, or that stops
+                           * sending the large frame it was let finish over
+                           * the budget; its memory is freed.  0 = 30 s */
+    size_t max_posted;    /* bytes (messages + 4 each) that sm_server_post may
+                          * hold before the loop queues them; beyond it
+                          * sm_server_post returns SM_EFULL.  0 = 64 MiB or
+                          * 2 * max_frame, whichever is larger */
 } sm_server_options;
 
 /* Counters, for monitoring and tests. */
@@ -339,6 +371,9 @@ typedef struct sm_server_stats {
     uint64_t accepted;      /* connections accepted in all */
     uint64_t rejected;      /* accepted and closed at once: max_conns reached */
     uint64_t accept_pauses; /* times accepting paused: out of descriptors */
+    size_t buffered;        /* bytes held now in partly received frames and
+                             * output queues (what max_buffered bounds) */
+    uint64_t stalled;       /* connections reset by stall_timeout_ms */
 } sm_server_stats;
 
 /*

@@ -1,0 +1,865 @@
+/*
+ * The library's promises on every path: nothing lost, nothing stuck,
+ * memory bounded.  Each test is named after the promise it holds, and
+ * each failed on the code before the fix it guards (see CHANGELOG.md).
+ *
+ * Peers that misbehave are plain POSIX sockets, so the bytes on the wire
+ * are exactly what each test says.
+ */
+#include <criterion/criterion.h>
+#include <sockmsg/sockmsg.h>
+
+#include "server.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- helpers ---- */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void unix_path(char *buf, size_t cap, const char *tag)
+{
+    snprintf(buf, cap, "/tmp/sm-promise-%ld-%s.sock", (long)getpid(), tag);
+}
+
+static void write_all(int fd, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        cr_assert_gt(n, 0, "send: %s", strerror(errno));
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+/* Reads exactly len bytes within 10 s; returns 0, or -1 at end of stream. */
+static int read_exact(int fd, void *buf, size_t len)
+{
+    uint8_t *p = buf;
+    int64_t until = now_ms() + 10000;
+    while (len > 0) {
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        cr_assert_gt(poll(&pfd, 1, (int)(until - now_ms())), 0, "read_exact: timed out");
+        ssize_t n = recv(fd, p, len, 0);
+        if (n == 0)
+            return -1;
+        if (n < 0 && errno == EINTR)
+            continue;
+        cr_assert_gt(n, 0, "recv: %s", strerror(errno));
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* A raw client socket connected to addr ("unix:/path" or "127.0.0.1:port"). */
+static int raw_connect(const char *addr)
+{
+    sm_conn *c;
+    int rc = sm_connect(&c, addr);
+    cr_assert_eq(rc, 0, "connect %s: %s", addr, sm_last_error());
+    int fd = dup(sm_conn_fd(c));
+    sm_close(c);
+    return fd;
+}
+
+/* A Unix listener with the smallest backlog, already full: one client
+ * waits in it, never accepted.  Returns the listening fd. */
+static int full_unix_listener(const char *path, int *queued)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    unlink(path);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0, "bind: %s", strerror(errno));
+    cr_assert_eq(listen(fd, 0), 0);
+    /* Backlog 0 admits one queued client on Linux; fill until refused. */
+    int n = 0;
+    for (int i = 0; i < 8; i++) {
+        int c = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        if (connect(c, (struct sockaddr *)&sa, sizeof sa) < 0) {
+            cr_assert_eq(errno, EAGAIN, "backlog full means EAGAIN: %s", strerror(errno));
+            close(c);
+            break;
+        }
+        queued[n++] = c;
+    }
+    cr_assert_gt(n, 0);
+    queued[n] = -1;
+    return fd;
+}
+
+static void close_all_fds(int *fds)
+{
+    for (int i = 0; fds[i] >= 0; i++)
+        close(fds[i]);
+}
+
+/* ---- an event server in a thread, recording what its handlers saw ---- */
+
+struct record {
+    sm_server *server;
+    pthread_t thread;
+    char addr[SM_ADDRSTRLEN];
+    atomic_long messages;
+    atomic_long bytes;
+    atomic_int closes;
+    atomic_int last_reason;
+    atomic_int echo;       /* on_message sends the message back */
+    atomic_ullong last_id; /* the latest client to open */
+};
+
+static void on_open(sm_server *s, sm_conn_id id, void *arg)
+{
+    (void)s;
+    struct record *r = arg;
+    atomic_store(&r->last_id, id);
+}
+
+static void on_message(sm_server *s, sm_conn_id id, const void *msg, size_t len, void *arg)
+{
+    struct record *r = arg;
+    atomic_fetch_add(&r->messages, 1);
+    atomic_fetch_add(&r->bytes, (long)len);
+    if (atomic_load(&r->echo))
+        sm_server_send(s, id, msg, len);
+}
+
+static void on_close(sm_server *s, sm_conn_id id, int reason, void *arg)
+{
+    (void)s;
+    (void)id;
+    struct record *r = arg;
+    atomic_store(&r->last_reason, reason);
+    atomic_fetch_add(&r->closes, 1);
+}
+
+static void *run_server(void *arg)
+{
+    struct record *r = arg;
+    sm_server_run(r->server);
+    return NULL;
+}
+
+static void start_server(struct record *r, const char *addr, const sm_server_options *opts)
+{
+    memset(r, 0, sizeof *r);
+    sm_server_handlers h = { on_open, on_message, on_close };
+    cr_assert_eq(sm_server_new(&r->server, &h, opts, r), 0, "%s", sm_last_error());
+    cr_assert_eq(sm_server_listen(r->server, addr), 0, "listen %s: %s", addr, sm_last_error());
+    cr_assert_gt(sm_server_addr(r->server, 0, r->addr, sizeof r->addr), 0);
+    cr_assert_eq(pthread_create(&r->thread, NULL, run_server, r), 0);
+}
+
+static void stop_server(struct record *r)
+{
+    sm_server_stop(r->server);
+    pthread_join(r->thread, NULL);
+    sm_server_free(r->server);
+}
+
+/* Waits up to ms for *counter to reach want. */
+static __attribute__((unused)) long wait_count(atomic_long *counter, long want, int ms)
+{
+    int64_t until = now_ms() + ms;
+    while (atomic_load(counter) < want && now_ms() < until)
+        sleep_ms(5);
+    return atomic_load(counter);
+}
+
+static int wait_closes(struct record *r, int want, int ms)
+{
+    int64_t until = now_ms() + ms;
+    while (atomic_load(&r->closes) < want && now_ms() < until)
+        sleep_ms(5);
+    return atomic_load(&r->closes);
+}
+
+/* count frames of size bytes each, in one buffer. */
+static uint8_t *frames(int count, size_t size, size_t *total)
+{
+    *total = (size_t)count * (4 + size);
+    uint8_t *buf = malloc(*total);
+    for (int i = 0; i < count; i++) {
+        uint8_t *f = buf + (size_t)i * (4 + size);
+        put_be32(f, (uint32_t)size);
+        memset(f + 4, 'a' + i % 26, size);
+    }
+    return buf;
+}
+
+/* ---- 1. a hang-up never ends a connection before its data is delivered ---- */
+
+static void burst_then_close(const char *listen_addr, size_t cut)
+{
+    struct record r;
+    start_server(&r, listen_addr, NULL);
+    size_t total;
+    uint8_t *buf = frames(150, 1000, &total);
+    int fd = raw_connect(r.addr);
+    write_all(fd, buf, total - cut);
+    close(fd);
+    cr_assert_eq(wait_closes(&r, 1, 5000), 1, "the server saw the close");
+    long want = cut ? 149 : 150;
+    cr_expect_eq(atomic_load(&r.messages), want, "%ld of %ld messages delivered",
+                 atomic_load(&r.messages), want);
+    cr_expect_eq(atomic_load(&r.last_reason), cut ? SM_ETRUNCATED : SM_ECLOSED, "reason %d",
+                 atomic_load(&r.last_reason));
+    free(buf);
+    stop_server(&r);
+}
+
+Test(promises, unix_burst_then_close_delivers_every_message)
+{
+    char path[108], addr[120];
+    unix_path(path, sizeof path, "burst");
+    snprintf(addr, sizeof addr, "unix:%s", path);
+    burst_then_close(addr, 0);
+}
+
+Test(promises, unix_close_inside_a_frame_is_truncated)
+{
+    char path[108], addr[120];
+    unix_path(path, sizeof path, "cut");
+    snprintf(addr, sizeof addr, "unix:%s", path);
+    burst_then_close(addr, 500);
+}
+
+Test(promises, tcp_burst_then_close_delivers_every_message)
+{
+    burst_then_close("127.0.0.1:0", 0);
+    burst_then_close("127.0.0.1:0", 500);
+}
+
+/* ---- 2. a receive timeout never costs a byte, for any frame size ---- */
+
+enum receive_call { WITH_RECV, WITH_ALLOC, WITH_VIEW };
+
+/* Receives one message with call, retrying on SM_ETIMEDOUT; counts tries. */
+static ssize_t receive_retrying(sm_conn *c, enum receive_call call, uint8_t *buf, size_t cap,
+                                int *tries)
+{
+    for (;;) {
+        ssize_t n;
+        const void *view;
+        void *copy;
+        ++*tries;
+        cr_assert_lt(*tries, 1000, "the retry loop must not spin");
+        if (call == WITH_RECV) {
+            n = sm_recv(c, buf, cap);
+        } else if (call == WITH_ALLOC) {
+            n = sm_recv_alloc(c, &copy);
+            if (n >= 0) {
+                memcpy(buf, copy, (size_t)n);
+                free(copy);
+            }
+        } else {
+            n = sm_recv_view(c, &view);
+            if (n >= 0)
+                memcpy(buf, view, (size_t)n);
+        }
+        if (n != SM_ETIMEDOUT)
+            return n;
+    }
+}
+
+struct dribble {
+    int fd;
+    size_t len;
+};
+
+/* Sends a frame of len bytes in three parts with pauses longer than the
+ * receiver's timeout, then a small frame. */
+static void *dribble_frame(void *arg)
+{
+    struct dribble *d = arg;
+    uint8_t *f = malloc(4 + d->len);
+    put_be32(f, (uint32_t)d->len);
+    for (size_t i = 0; i < d->len; i++)
+        f[4 + i] = (uint8_t)(i * 7 + i / 251);
+    size_t third = (4 + d->len) / 3;
+    write_all(d->fd, f, third);
+    sleep_ms(150);
+    write_all(d->fd, f + third, third);
+    sleep_ms(150);
+    write_all(d->fd, f + 2 * third, 4 + d->len - 2 * third);
+    uint8_t tail[4 + 3] = { 0, 0, 0, 3, 'e', 'n', 'd' };
+    write_all(d->fd, tail, sizeof tail);
+    free(f);
+    return NULL;
+}
+
+static void timeout_keeps_frame(enum receive_call call, size_t len)
+{
+    sm_listener *l;
+    char path[108], addr[120];
+    unix_path(path, sizeof path, "tmo");
+    snprintf(addr, sizeof addr, "unix:%s", path);
+    sm_options o = { .recv_timeout_ms = 40 };
+    cr_assert_eq(sm_listen_opts(&l, addr, &o), 0);
+    sm_conn *c, *server;
+    cr_assert_eq(sm_connect_opts(&c, addr, &o), 0);
+    cr_assert_eq(sm_accept(l, &server), 0);
+    struct dribble d = { dup(sm_conn_fd(server)), len };
+    pthread_t t;
+    pthread_create(&t, NULL, dribble_frame, &d);
+    uint8_t *buf = malloc(len);
+    int tries = 0;
+    ssize_t n = receive_retrying(c, call, buf, len, &tries);
+    cr_assert_eq(n, (ssize_t)len, "got %zd: %s", n, sm_last_error());
+    for (size_t i = 0; i < len; i++)
+        cr_assert_eq(buf[i], (uint8_t)(i * 7 + i / 251), "byte %zu differs", i);
+    cr_expect_gt(tries, 2, "the pauses made it time out first");
+    cr_expect_lt(tries, 40, "%d tries: a timeout waits, it does not spin", tries);
+    n = receive_retrying(c, call, buf, len, &tries);
+    cr_assert_eq(n, 3, "the next message follows intact");
+    cr_assert_arr_eq(buf, "end", 3);
+    pthread_join(t, NULL);
+    close(d.fd);
+    free(buf);
+    sm_close(server);
+    sm_close(c);
+    sm_listener_close(l);
+}
+
+Test(promises, recv_timeout_never_loses_a_large_frame)
+{
+    timeout_keeps_frame(WITH_RECV, 100000);
+    timeout_keeps_frame(WITH_RECV, 3000000);
+}
+
+Test(promises, recv_alloc_timeout_never_loses_a_large_frame)
+{
+    timeout_keeps_frame(WITH_ALLOC, 100000);
+}
+
+Test(promises, recv_view_timeout_never_loses_a_large_frame)
+{
+    timeout_keeps_frame(WITH_VIEW, 100000);
+    timeout_keeps_frame(WITH_VIEW, 40000);
+}
+
+/* ---- 2b. a send sends a frame whole or not at all ---- */
+
+enum { SEND_LEN = 300000, SEND_TRIES = 40 };
+
+struct frame_reader {
+    int fd;
+    const int *expected; /* the fill byte of each frame, in order */
+    int count;
+    int got;     /* frames read whole and correct */
+    int corrupt; /* 1 if a header or payload was wrong */
+};
+
+/* Reads frames until end of stream, checking each against expected. */
+static void *read_frames(void *arg)
+{
+    struct frame_reader *r = arg;
+    uint8_t *buf = malloc(SEND_LEN);
+    uint8_t head[4];
+    while (read_exact(r->fd, head, 4) == 0) {
+        if (get_be32(head) != SEND_LEN || r->got >= r->count ||
+            read_exact(r->fd, buf, SEND_LEN) != 0) {
+            r->corrupt = 1;
+            break;
+        }
+        for (size_t i = 0; i < SEND_LEN; i++)
+            if (buf[i] != (uint8_t)r->expected[r->got])
+                r->corrupt = 1;
+        r->got++;
+    }
+    free(buf);
+    return NULL;
+}
+
+Test(promises, send_timeout_sends_a_frame_whole_or_not_at_all)
+{
+    sm_listener *l;
+    char path[108], addr[120];
+    unix_path(path, sizeof path, "snd");
+    snprintf(addr, sizeof addr, "unix:%s", path);
+    sm_options o = { .send_timeout_ms = 30 };
+    cr_assert_eq(sm_listen_opts(&l, addr, &o), 0);
+    sm_conn *c, *server;
+    cr_assert_eq(sm_connect_opts(&c, addr, &o), 0);
+    cr_assert_eq(sm_accept(l, &server), 0);
+    /* Each frame is filled with its number; the peer reads nothing until
+     * the sends are done, so some time out, some part-way through. */
+    uint8_t *msg = malloc(SEND_LEN);
+    int sent[SEND_TRIES], nsent = 0, timeouts = 0;
+    for (int i = 0; i < SEND_TRIES; i++) {
+        memset(msg, i, SEND_LEN);
+        int rc = sm_send(c, msg, SEND_LEN);
+        cr_assert(rc == 0 || rc == SM_ETIMEDOUT, "send %d: %d %s", i, rc, sm_last_error());
+        if (rc == 0)
+            sent[nsent++] = i;
+        else
+            timeouts++;
+    }
+    cr_assert_gt(timeouts, 0, "the peer not reading made sends time out");
+    cr_assert_gt(nsent, 0);
+    struct frame_reader r = { sm_conn_fd(server), sent, nsent, 0, 0 };
+    pthread_t t;
+    pthread_create(&t, NULL, read_frames, &r);
+    sm_options patient = { .send_timeout_ms = 10000 };
+    sm_conn_set_options(c, &patient);
+    cr_expect_eq(sm_flush(c), 0, "the rest of a started frame goes out: %s", sm_last_error());
+    shutdown(sm_conn_fd(c), SHUT_WR);
+    pthread_join(t, NULL);
+    cr_expect_eq(r.corrupt, 0, "every frame whole and in order");
+    cr_expect_eq(r.got, nsent, "every send that returned 0 arrived (%d of %d), no other", r.got,
+                 nsent);
+    free(msg);
+    sm_close(server);
+    sm_close(c);
+    sm_listener_close(l);
+}
+
+/* ---- 3, 4. Unix sockets: connect waits for a full backlog, listen never blocks ---- */
+
+struct late_accept {
+    int fd;
+    int after_ms;
+};
+
+static void *accept_later(void *arg)
+{
+    struct late_accept *a = arg;
+    sleep_ms(a->after_ms);
+    int c = accept(a->fd, NULL, NULL);
+    sleep_ms(a->after_ms); /* room for the waiting connect, then it is taken */
+    int d = accept(a->fd, NULL, NULL);
+    if (c >= 0)
+        close(c);
+    if (d >= 0)
+        close(d);
+    return NULL;
+}
+
+Test(promises, unix_connect_waits_for_a_full_backlog, .timeout = 20)
+{
+    char path[108], addr[120];
+    unix_path(path, sizeof path, "backlog");
+    snprintf(addr, sizeof addr, "unix:%s", path);
+    int queued[16];
+    int fd = full_unix_listener(path, queued);
+    struct late_accept a = { fd, 200 };
+    pthread_t t;
+    pthread_create(&t, NULL, accept_later, &a);
+    sm_options o = { .connect_timeout_ms = 5000 };
+    sm_conn *c = NULL;
+    int64_t start = now_ms();
+    int rc = sm_connect_opts(&c, addr, &o);
+    cr_expect_eq(rc, 0, "waits until the listener makes room: %d %s", rc, sm_last_error());
+    cr_expect_geq(now_ms() - start, 150, "it did wait");
+    pthread_join(t, NULL);
+    sm_close(c);
+    /* With nobody making room, the timeout ends it, with SM_ETIMEDOUT. */
+    sm_conn *again = NULL;
+    o.connect_timeout_ms = 200;
+    start = now_ms();
+    close_all_fds(queued);
+    int fd2 = full_unix_listener(path, queued);
+    rc = sm_connect_opts(&again, addr, &o);
+    int64_t took = now_ms() - start;
+    cr_expect_eq(rc, SM_ETIMEDOUT, "full backlog until the end: %d %s", rc, sm_last_error());
+    cr_expect_geq(took, 150, "waited the timeout (%lld ms)", (long long)took);
+    cr_expect_lt(took, 3000);
+    close_all_fds(queued);
+    close(fd);
+    close(fd2);
+    unlink(path);
+}
+
+struct listen_try {
+    char addr[120];
+    int rc;
+};
+
+static void *try_listen(void *arg)
+{
+    struct listen_try *t = arg;
+    sm_listener *l = NULL;
+    t->rc = sm_listen(&l, t->addr);
+    sm_listener_close(l);
+    return NULL;
+}
+
+Test(promises, unix_listen_never_blocks_on_a_live_server, .timeout = 20)
+{
+    char path[108];
+    unix_path(path, sizeof path, "live");
+    int queued[16];
+    int fd = full_unix_listener(path, queued);
+    struct listen_try t = { .rc = 1 };
+    snprintf(t.addr, sizeof t.addr, "unix:%s", path);
+    pthread_t th;
+    pthread_create(&th, NULL, try_listen, &t);
+    int64_t until = now_ms() + 3000;
+    while (t.rc == 1 && now_ms() < until)
+        sleep_ms(10);
+    /* Let a blocked sm_listen go, so the test can end either way. */
+    close_all_fds(queued);
+    int c = accept(fd, NULL, NULL);
+    cr_expect_neq(t.rc, 1, "sm_listen returned at once (it blocked)");
+    pthread_join(th, NULL);
+    cr_expect_eq(t.rc, -EADDRINUSE, "a live server keeps its socket: %d", t.rc);
+    if (c >= 0)
+        close(c);
+    close(fd);
+    unlink(path);
+}
+
+/* ---- 5. send_timeout_ms bounds every call, also behind other threads ---- */
+
+struct timed_sender {
+    sm_conn *c;
+    int rc;
+    int64_t took;
+};
+
+static void *send_big(void *arg)
+{
+    struct timed_sender *t = arg;
+    size_t len = 4u << 20;
+    uint8_t *msg = calloc(1, len);
+    int64_t start = now_ms();
+    t->rc = sm_send(t->c, msg, len);
+    t->took = now_ms() - start;
+    free(msg);
+    return NULL;
+}
+
+Test(threads, send_timeout_bounds_every_thread, .timeout = 30)
+{
+    sm_listener *l;
+    char path[108], addr[120];
+    unix_path(path, sizeof path, "threads");
+    snprintf(addr, sizeof addr, "unix:%s", path);
+    sm_options o = { .send_timeout_ms = 300 };
+    cr_assert_eq(sm_listen_opts(&l, addr, &o), 0);
+    sm_conn *c, *peer;
+    cr_assert_eq(sm_connect_opts(&c, addr, &o), 0);
+    cr_assert_eq(sm_accept(l, &peer), 0);
+    /* The socket is full before they start: no send makes progress, so
+     * each would hold the lock for its whole timeout. */
+    static const uint8_t filler[4096];
+    while (send(sm_conn_fd(c), filler, sizeof filler, MSG_DONTWAIT | MSG_NOSIGNAL) > 0) {
+    }
+    enum { THREADS = 4 };
+    struct timed_sender s[THREADS];
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        s[i] = (struct timed_sender){ c, 1, 0 };
+        pthread_create(&t[i], NULL, send_big, &s[i]);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        cr_expect(s[i].rc == 0 || s[i].rc == SM_ETIMEDOUT, "thread %d: %d", i, s[i].rc);
+        /* Before the fix: 303, 602, 903 and 1203 ms. */
+        cr_expect_lt(s[i].took, 800, "thread %d took %lld ms for a 300 ms timeout", i,
+                     (long long)s[i].took);
+    }
+    sm_close(peer);
+    sm_close(c);
+    sm_listener_close(l);
+}
+
+/* ---- 6, 7, 11, 14. limits and arguments ---- */
+
+Test(promises, max_queue_default_does_not_wrap)
+{
+    sm_server_options o = { .high_water = SIZE_MAX };
+    sm_server *s;
+    cr_assert_eq(sm_server_new(&s, NULL, &o, NULL), 0);
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    sm_conn_id id;
+    cr_assert_eq(sm_server_adopt(s, sv[1], &id), 0);
+    size_t len = 40u << 20;
+    void *msg = calloc(1, len);
+    int rc = sm_server_send(s, id, msg, len);
+    cr_expect_eq(rc, 0, "a 40 MiB send fits the unbounded default queue: %s", sm_last_error());
+    free(msg);
+    sm_server_free(s);
+    close(sv[0]);
+}
+
+Test(promises, connect_refuses_port_zero_in_any_spelling)
+{
+    const char *zeros[] = { "127.0.0.1:0", "127.0.0.1:00", "127.0.0.1:000", "[::1]:00000" };
+    for (size_t i = 0; i < sizeof zeros / sizeof *zeros; i++) {
+        sm_conn *c = NULL;
+        int rc = sm_connect(&c, zeros[i]);
+        cr_expect_eq(rc, SM_EADDR, "%s: %d %s", zeros[i], rc, sm_last_error());
+        cr_expect_null(c);
+    }
+}
+
+Test(promises, post_refuses_id_zero_and_ids_never_given)
+{
+    sm_server *s;
+    cr_assert_eq(sm_server_new(&s, NULL, NULL, NULL), 0);
+    cr_expect_eq(sm_server_post(s, 0, "x", 1), SM_EINVAL);
+    cr_expect_eq(sm_server_post(s, UINT64_MAX >> 2, "x", 1), SM_ENOCONN);
+    sm_server_free(s);
+}
+
+Test(promises, broadcast_that_succeeds_keeps_last_error)
+{
+    sm_server_options o = { .max_queue = 64, .high_water = 32 };
+    sm_server *s;
+    cr_assert_eq(sm_server_new(&s, NULL, &o, NULL), 0);
+    int a[2], b[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, a), 0);
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, b), 0);
+    sm_conn_id full, open;
+    cr_assert_eq(sm_server_adopt(s, a[1], &full), 0);
+    cr_assert_eq(sm_server_adopt(s, b[1], &open), 0);
+    char big[50] = { 0 };
+    cr_assert_eq(sm_server_send(s, full, big, sizeof big), 0);
+    cr_assert_eq(sm_server_send(s, 12345, "x", 1), SM_ENOCONN);
+    char before[256];
+    snprintf(before, sizeof before, "%s", sm_last_error());
+    cr_assert_eq(sm_server_broadcast(s, big, 20, 0), 1, "queued to the one with room");
+    cr_expect_str_eq(sm_last_error(), before, "a successful broadcast leaves the last error");
+    sm_server_free(s);
+    close(a[0]);
+    close(b[0]);
+}
+
+/* ---- 11. posts are bounded and never dropped in the middle of a stream ---- */
+
+enum { POSTS = 2000, POST_LEN = 1000 };
+
+struct seq_reader {
+    int fd;
+    int got;    /* messages read in sequence */
+    int broken; /* 1 if one was missing, repeated or damaged */
+};
+
+static void *read_sequence(void *arg)
+{
+    struct seq_reader *r = arg;
+    uint8_t head[4], body[POST_LEN];
+    while (r->got < POSTS && read_exact(r->fd, head, 4) == 0) {
+        if (get_be32(head) != POST_LEN || read_exact(r->fd, body, POST_LEN) != 0 ||
+            get_be32(body) != (uint32_t)r->got) {
+            r->broken = 1;
+            break;
+        }
+        r->got++;
+    }
+    return NULL;
+}
+
+Test(threads, post_queue_is_bounded_and_never_drops, .timeout = 60)
+{
+    struct record r;
+    sm_server_options o = { .max_posted = 64 * 1024,
+                            .high_water = 8 * 1024,
+                            .max_queue = 16 * 1024 };
+    start_server(&r, "127.0.0.1:0", &o);
+    int fd = raw_connect(r.addr);
+    int64_t until = now_ms() + 5000;
+    while (!atomic_load(&r.last_id) && now_ms() < until)
+        sleep_ms(5);
+    sm_conn_id id = atomic_load(&r.last_id);
+    cr_assert_neq(id, 0);
+    struct seq_reader reader = { fd, 0, 0 };
+    pthread_t t;
+    int reading = 0, full = 0;
+    uint8_t msg[POST_LEN] = { 0 };
+    until = now_ms() + 30000;
+    for (int i = 0; i < POSTS && now_ms() < until;) {
+        put_be32(msg, (uint32_t)i);
+        int rc = sm_server_post(r.server, id, msg, sizeof msg);
+        if (rc == 0) {
+            i++;
+            continue;
+        }
+        cr_assert_eq(rc, SM_EFULL, "post %d: %d %s", i, rc, sm_last_error());
+        full++;
+        if (!reading) /* back-pressure reached the producer: now read */
+            reading = !pthread_create(&t, NULL, read_sequence, &reader);
+        sleep_ms(1);
+    }
+    cr_assert(reading, "a peer that does not read pushes back on the poster (SM_EFULL)");
+    pthread_join(t, NULL);
+    cr_expect_eq(reader.broken, 0, "message %d missing or out of order", reader.got);
+    cr_expect_eq(reader.got, POSTS, "every post arrived (%d of %d)", reader.got, POSTS);
+    close(fd);
+    stop_server(&r);
+}
+
+/* ---- memory ceilings ---- */
+
+/* Sends a header announcing `announce` bytes, then `send` of them. */
+static int partial_frame_client(const char *addr, uint32_t announce, size_t send)
+{
+    int fd = raw_connect(addr);
+    uint8_t *buf = calloc(1, 4 + send);
+    put_be32(buf, announce);
+    write_all(fd, buf, 4 + send);
+    free(buf);
+    return fd;
+}
+
+/* One echo round trip on a fresh connection; returns its time in ms. */
+static int64_t fresh_echo_ms(const char *addr)
+{
+    int64_t start = now_ms();
+    int fd = raw_connect(addr);
+    uint8_t ping[4 + 4] = { 0, 0, 0, 4, 'p', 'i', 'n', 'g' }, back[8];
+    write_all(fd, ping, sizeof ping);
+    cr_assert_eq(read_exact(fd, back, sizeof back), 0);
+    cr_assert_arr_eq(back, ping, sizeof ping);
+    close(fd);
+    return now_ms() - start;
+}
+
+Test(promises, budget_bounds_partial_frames_and_large_frames_still_finish, .timeout = 60)
+{
+    struct record r;
+    sm_server_options o = { .max_buffered = 4u << 20, .stall_timeout_ms = 500 };
+    start_server(&r, "127.0.0.1:0", &o);
+    atomic_store(&r.echo, 1);
+    enum { HOGS = 8 };
+    int hog[HOGS];
+    for (int i = 0; i < HOGS; i++)
+        hog[i] = partial_frame_client(r.addr, 8u << 20, 2u << 20); /* 16 MiB offered */
+    sleep_ms(300);
+    sm_server_stats st;
+    sm_server_get_stats(r.server, &st);
+    /* Budget, plus one finisher's frame, plus a read's worth per client. */
+    cr_expect_lt(st.buffered, (size_t)10 << 20, "held %zu bytes for a 4 MiB budget", st.buffered);
+    cr_expect_lt(fresh_echo_ms(r.addr), 500, "small messages still flow");
+    /* A client that sends its whole 3 MiB frame gets it echoed, once the
+     * stalled finisher is reset. */
+    size_t len = 3u << 20;
+    int fd = partial_frame_client(r.addr, (uint32_t)len, len);
+    uint8_t head[4];
+    uint8_t *back = malloc(len);
+    cr_assert_eq(read_exact(fd, head, 4), 0, "the large frame was served");
+    cr_assert_eq(get_be32(head), len);
+    cr_assert_eq(read_exact(fd, back, len), 0);
+    sm_server_get_stats(r.server, &st);
+    cr_expect_geq(st.stalled, 1, "a hog that stopped mid-frame was reset");
+    free(back);
+    close(fd);
+    for (int i = 0; i < HOGS; i++)
+        close(hog[i]);
+    stop_server(&r);
+}
+
+Test(promises, stall_timeout_resets_a_peer_that_never_reads, .timeout = 30)
+{
+    struct record r;
+    sm_server_options o = { .stall_timeout_ms = 300, .high_water = 64 * 1024 };
+    char path[108], addr[120]; /* Unix: the kernel holds little in between */
+    unix_path(path, sizeof path, "stall");
+    snprintf(addr, sizeof addr, "unix:%s", path);
+    start_server(&r, addr, &o);
+    atomic_store(&r.echo, 1);
+    int fd = raw_connect(r.addr);
+    size_t total;
+    uint8_t *buf = frames(2000, 1000, &total);
+    /* Write what the kernel takes: the server echoes into our closed ears. */
+    size_t off = 0;
+    int64_t until = now_ms() + 3000;
+    while (off < total && now_ms() < until) {
+        ssize_t n = send(fd, buf + off, total - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0)
+            off += (size_t)n;
+        else
+            sleep_ms(5);
+    }
+    cr_assert_eq(wait_closes(&r, 1, 10000), 1, "the stalled peer was reset");
+    cr_expect_eq(atomic_load(&r.last_reason), SM_ETIMEDOUT);
+    sm_server_stats st;
+    sm_server_get_stats(r.server, &st);
+    cr_expect_eq(st.stalled, 1);
+    cr_expect_eq(st.buffered, 0, "its memory is freed");
+    free(buf);
+    close(fd);
+    stop_server(&r);
+}
+
+struct blocking_writer {
+    int fd;
+    const uint8_t *buf;
+    size_t len;
+};
+
+static void *write_everything(void *arg)
+{
+    struct blocking_writer *w = arg;
+    write_all(w->fd, w->buf, w->len);
+    return NULL;
+}
+
+Test(promises, idle_timeout_spares_a_client_paused_for_backpressure, .timeout = 30)
+{
+    struct record r;
+    sm_server_options o = { .idle_timeout_ms = 300, .high_water = 16 * 1024 };
+    char path[108], addr[120]; /* Unix: the kernel holds little in between */
+    unix_path(path, sizeof path, "idle");
+    snprintf(addr, sizeof addr, "unix:%s", path);
+    start_server(&r, addr, &o);
+    atomic_store(&r.echo, 1);
+    int fd = raw_connect(r.addr);
+    size_t total;
+    uint8_t *buf = frames(4000, 1000, &total); /* 4 MB: more than the kernel holds */
+    struct blocking_writer w = { fd, buf, total };
+    pthread_t t;
+    pthread_create(&t, NULL, write_everything, &w);
+    sleep_ms(1000); /* we do not read: the server pauses us, well past idle */
+    cr_expect_eq(atomic_load(&r.closes), 0, "a paused client is not idle");
+    uint8_t *back = malloc(total);
+    cr_assert_eq(read_exact(fd, back, total), 0, "every echo arrives");
+    cr_expect_arr_eq(back, buf, total);
+    pthread_join(t, NULL);
+    free(back);
+    free(buf);
+    close(fd);
+    stop_server(&r);
+}
