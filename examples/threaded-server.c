@@ -3,6 +3,7 @@
  * message goes straight back to the client that sent it.
  *
  *     ./threaded-server 127.0.0.1:0        (default ":29876")
+ *     ./threaded-server --idle 5000 127.0.0.1:0
  *
  * echo-server does the same job in one thread for all clients, with the
  * event-driven sm_server: it never blocks, so it holds thousands of
@@ -17,6 +18,12 @@
  * stay queued by the operating system (their connect succeeds, their
  * messages are answered once a thread is free).
  *
+ * So that clients which connect and then say nothing cannot keep every
+ * thread, a client that sends no whole message for IDLE_MS milliseconds
+ * (30 s; --idle MS changes it, --idle 0 means never) is disconnected, and
+ * its thread serves the next client.  This stops accidents, not attacks:
+ * a client that keeps sending still holds its thread.
+ *
  * Ctrl-C (SIGINT) or SIGTERM shuts it down cleanly: the server stops
  * accepting, every client thread notices within POLL_MS, closes its
  * client and ends, and the server waits (at most SHUTDOWN_MS) for them.
@@ -27,11 +34,17 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #define MAX_THREADS 64
 #define POLL_MS 200      /* how often blocked threads look at `stopping` */
 #define SHUTDOWN_MS 5000 /* longest wait for client threads at the end */
+#define IDLE_MS 30000    /* default: disconnect a client silent this long */
+
+/* --idle MS: how long a client may stay silent (0: forever).  Set once,
+ * before any thread starts, so every thread may read it. */
+static long idle_ms = IDLE_MS;
 
 /* The largest message we echo.  Keeping it within SM_RECV_BUFFER means an
  * sm_recv that times out never loses half a message: the next call simply
@@ -68,16 +81,31 @@ static struct timespec in_ms(long ms)
     return t;
 }
 
+/* Milliseconds since some fixed moment: for measuring how long a client
+ * has been silent. */
+static long long now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
 /* One of these runs for each client, in its own thread. */
 static void *serve_client(void *arg)
 {
     sm_conn *conn = arg;
     char *msg = malloc(MAX_MESSAGE);
+    long long last_message = now_ms();
 
     while (msg && !atomic_load(&stopping)) {
         ssize_t len = sm_recv(conn, msg, MAX_MESSAGE);
-        if (len == SM_ETIMEDOUT)
-            continue; /* nothing for POLL_MS: check `stopping`, wait again */
+        if (len == SM_ETIMEDOUT) {
+            /* Nothing for POLL_MS.  Silent too long?  Then let it go, so
+             * that its thread can serve someone else. */
+            if (idle_ms > 0 && now_ms() - last_message >= idle_ms)
+                break;
+            continue; /* check `stopping`, wait again */
+        }
         if (len < 0) {
             /* SM_ECLOSED is the client saying goodbye; anything else is
              * worth a line in the log. */
@@ -89,6 +117,7 @@ static void *serve_client(void *arg)
             fprintf(stderr, "threaded-server: %s\n", sm_last_error());
             break;
         }
+        last_message = now_ms();
     }
     free(msg);
     sm_close(conn);
@@ -102,6 +131,27 @@ static void *serve_client(void *arg)
 
 int main(int argc, char **argv)
 {
+    /* threaded-server [--idle MS] [ADDR] */
+    if (argc >= 3 && strcmp(argv[1], "--idle") == 0) {
+        char *end;
+        idle_ms = strtol(argv[2], &end, 10);
+        if (*end || end == argv[2] || idle_ms < 0) {
+            fprintf(stderr, "threaded-server: --idle takes milliseconds, not '%s'\n", argv[2]);
+            return 2;
+        }
+        argv += 2;
+        argc -= 2;
+    }
+    if (argc > 2 || (argc == 2 && argv[1][0] == '-')) {
+        int help = strcmp(argv[1], "--help") == 0;
+        fprintf(help ? stdout : stderr,
+                "usage: threaded-server [--idle MS] [ADDR]\n"
+                "  ADDR      where to listen (default :29876)\n"
+                "  --idle MS disconnect clients silent for MS milliseconds\n"
+                "            (default %d; 0: never)\n",
+                IDLE_MS);
+        return help ? 0 : 2;
+    }
     const char *addr = argc > 1 ? argv[1] : ":29876";
     /* Accepted connections inherit these options.  The timeouts make
      * sm_accept and sm_recv return every POLL_MS, so no thread sleeps

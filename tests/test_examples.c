@@ -846,6 +846,40 @@ Test(examples, threaded_server_makes_client_65_wait)
         sm_close(conns[i]);
 }
 
+Test(examples, threaded_server_frees_threads_held_by_idle_clients)
+{
+    const char *argv[] = { EXAMPLE("threaded-server"), "--idle", "500", "127.0.0.1:0", NULL };
+    char addr[1][SM_ADDRSTRLEN];
+    struct proc srv = start_server(argv, NULL, addr, 1);
+
+    /* MAX_THREADS clients take every thread, then fall silent. */
+    sm_conn *idle[MAX_THREADS];
+    int64_t first_silent = 0;
+    for (int i = 0; i < MAX_THREADS; i++) {
+        idle[i] = connect_to(addr[0]);
+        send_text(idle[i], "ping");
+        expect(idle[i], "ping");
+        if (i == 0)
+            first_silent = now_ms();
+    }
+    /* One more is served once the idle ones have been let go: not before
+     * the first was silent for 500 ms, and within WAIT_MS. */
+    sm_conn *late = connect_to(addr[0]);
+    send_text(late, "me too");
+    expect(late, "me too");
+    cr_assert_geq(now_ms() - first_silent, 400, "served before any client was idle for long");
+
+    /* The idle ones were disconnected, between messages. */
+    char buf[16];
+    for (int i = 0; i < MAX_THREADS; i++)
+        cr_assert_eq(sm_recv(idle[i], buf, sizeof buf), SM_ECLOSED, "client %d", i);
+
+    stop_server(&srv, SIGTERM, "threaded-server");
+    sm_close(late);
+    for (int i = 0; i < MAX_THREADS; i++)
+        sm_close(idle[i]);
+}
+
 /* ---- echo-server ---- */
 
 Test(examples, echo_server_echoes_and_exits_on_sigterm)
