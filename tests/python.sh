@@ -11,9 +11,14 @@
 # 4. sockmsg.py against the C echo-server: messages of 0, 1, 4, ... 65537,
 #    70000 bytes and 1 MiB, each echo checked byte for byte, then three
 #    messages in one write, which must come back as three messages
+# 4b. the asyncio API (read_msg, write_msg) against the C echo-server as
+#    in 4, its errors on a socket pair as in 5, and a read_msg cancelled by
+#    asyncio.wait_for in mid-message, which the next call resumes
 # 5. sockmsg.py's error handling on a socket pair: clean close (None),
 #    truncated header and payload, a header over max_len (exactly max_len
 #    passes)
+# 5b. a socket timeout in mid-header and mid-payload loses nothing: the
+#    next recv_msg resumes; connect(addr, timeout=T) leaves T on the socket
 # 6. as 4, against `smcat --listen 127.0.0.1:0 --echo` when BUILD_DIR/smcat
 #    exists (tools/smcat.c); skipped with a note otherwise
 #
@@ -175,6 +180,115 @@ kill -TERM "$pid" 2>/dev/null || true
 finish "echo-server"
 cases=$((cases + 1))
 
+# 4b. The asyncio API (read_msg, write_msg) against the C echo-server: the
+# same sizes as 4, three messages in one write; then, on a socket pair,
+# the errors and a read cancelled by asyncio.wait_for in mid-message.
+start "echo-server" "$ex/echo-server" 127.0.0.1:0
+timeout "$limit" python3 - "$py" "$addr" >"$tmp/asyncio.out" 2>"$tmp/asyncio.err" <<'EOF' ||
+import asyncio, socket, sys
+sys.path.insert(0, sys.argv[1])
+import sockmsg
+
+def pattern(i, size):
+    period = bytes((i * 11 + k) % 251 for k in range(251))
+    return (period * (size // 251 + 1))[:size]
+
+async def echo(addr):
+    host, port = sockmsg.parse_addr(addr)
+    reader, writer = await asyncio.open_connection(host, port)
+    for i, size in enumerate([0, 1, 4, 100, 65535, 65536, 65537, 70000, 1 << 20]):
+        want = pattern(i, size)
+        sockmsg.write_msg(writer, want)
+        await writer.drain()
+        got = await asyncio.wait_for(sockmsg.read_msg(reader), 20)
+        if got != want:
+            sys.exit("message %d: sent %d bytes, got back %r" % (i, size, got and len(got)))
+    glued = [b"hi", b"", b"abc"]
+    for m in glued:
+        sockmsg.write_msg(writer, m)
+    await writer.drain()
+    got = [await asyncio.wait_for(sockmsg.read_msg(reader), 20) for m in glued]
+    if got != glued:
+        sys.exit("three messages in one write came back as %r" % got)
+    writer.close()
+    await writer.wait_closed()
+
+async def pair():
+    """An asyncio stream over one end of a socket pair, and the other end."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=b)
+    return a, reader, writer
+
+async def outcome(data, **kw):
+    """What read_msg says after data and a close: its result or exception."""
+    a, reader, writer = await pair()
+    a.sendall(data)
+    a.close()
+    try:
+        return await asyncio.wait_for(sockmsg.read_msg(reader, **kw), 10)
+    except Exception as e:
+        return e
+    finally:
+        writer.close()
+
+async def errors():
+    checks = [
+        (b"", {}, lambda r: r is None, "clean close: None"),
+        (b"\0\0\0\4TEST", {}, lambda r: r == b"TEST", "a whole message"),
+        (b"\0\0", {}, lambda r: isinstance(r, sockmsg.TruncatedMessage), "2 header bytes"),
+        (b"\0\0\0\4TE", {}, lambda r: isinstance(r, sockmsg.TruncatedMessage), "half a payload"),
+        (b"\xff\xff\xff\xff", {}, lambda r: isinstance(r, sockmsg.MessageTooBig), "4 GiB header"),
+        (b"\0\0\0\6123456", {"max_len": 5}, lambda r: isinstance(r, sockmsg.MessageTooBig), "max_len + 1"),
+        (b"\0\0\0\00512345", {"max_len": 5}, lambda r: r == b"12345", "exactly max_len"),
+    ]
+    for data, kw, ok, what in checks:
+        r = await outcome(data, **kw)
+        if not ok(r):
+            sys.exit("%s: got %r" % (what, r))
+
+async def cancelled():
+    a, reader, writer = await pair()
+    loop = asyncio.get_running_loop()
+    payload = b"y" * 100000
+    frame = sockmsg.HEADER.pack(len(payload)) + payload
+    for cut in (2, 4 + 30000):
+        await loop.sock_sendall(a, frame[:cut])
+        try:
+            r = await asyncio.wait_for(sockmsg.read_msg(reader), 0.2)
+            sys.exit("read_msg returned %r from a part of a message" % r[:20])
+        except asyncio.TimeoutError:
+            pass
+        await loop.sock_sendall(a, frame[cut:])
+        got = await asyncio.wait_for(sockmsg.read_msg(reader), 10)
+        if got != payload:
+            sys.exit("cut at %d: after the cancellation, got %r..." % (cut, got and got[:20]))
+    a.close()
+    writer.close()
+
+async def main(addr):
+    await echo(addr)
+    await errors()
+    await cancelled()
+    # write_msg refuses what no header can announce, before writing anything.
+    class Big(bytes):
+        def __len__(self):
+            return 1 << 32
+    try:
+        sockmsg.write_msg(None, Big())
+        sys.exit("write_msg accepted a 4 GiB message")
+    except sockmsg.MessageTooBig:
+        pass
+    print("ok")
+
+asyncio.run(main(sys.argv[2]))
+EOF
+    { cat "$tmp/asyncio.err" >&2; fail "sockmsg.py asyncio API"; }
+[ ! -s "$tmp/asyncio.err" ] || { cat "$tmp/asyncio.err" >&2; fail "sockmsg.py asyncio API wrote to stderr"; }
+kill -TERM "$pid" 2>/dev/null || true
+finish "echo-server"
+cases=$((cases + 1))
+
 # 5. sockmsg.py's errors, on a socket pair: what arrives, what recv_msg says.
 timeout "$limit" python3 - "$py" >"$tmp/errors.out" 2>"$tmp/errors.err" <<'EOF' ||
 import socket, sys
@@ -226,6 +340,52 @@ with a, b:
 sys.exit(1 if bad else 0)
 EOF
     { cat "$tmp/errors.err" >&2; fail "sockmsg.py error handling"; }
+cases=$((cases + 1))
+
+# 5b. A timeout in the middle of a message loses nothing: recv_msg keeps
+# the bytes it read and the next call resumes.  connect(addr, timeout=T)
+# leaves T on the socket, as documented.
+timeout "$limit" python3 - "$py" >"$tmp/resume.out" 2>"$tmp/resume.err" <<'EOF' ||
+import socket, sys
+sys.path.insert(0, sys.argv[1])
+import sockmsg
+
+payload = b"x" * 100000 + b"end"
+frame = sockmsg.HEADER.pack(len(payload)) + payload
+a, b = socket.socketpair()
+with a, b:
+    b.settimeout(0.2)
+    # Cut inside the header, then twice inside the payload.
+    for cut in (2, 4 + 50000, len(frame) - 1):
+        a.sendall(frame[:cut])
+        try:
+            sys.exit("recv_msg returned %r from a part of a message" % sockmsg.recv_msg(b)[:20])
+        except socket.timeout:
+            pass
+        a.sendall(frame[cut:])
+        got = sockmsg.recv_msg(b)
+        if got != payload:
+            sys.exit("cut at %d: after the timeout, got %r..." % (cut, got[:20]))
+    # A timeout while nothing at all has arrived, then a normal message.
+    try:
+        sys.exit("recv_msg returned %r from nothing" % sockmsg.recv_msg(b))
+    except socket.timeout:
+        pass
+    sockmsg.send_msg(a, b"after")
+    if sockmsg.recv_msg(b) != b"after":
+        sys.exit("the message after a timeout was lost")
+
+listener = sockmsg.listen("127.0.0.1:0")
+with listener:
+    with sockmsg.connect(sockmsg.address_of(listener), timeout=2.5) as c:
+        if c.gettimeout() != 2.5:
+            sys.exit("connect(timeout=2.5) left %r on the socket" % c.gettimeout())
+    with sockmsg.connect(sockmsg.address_of(listener)) as c:
+        if c.gettimeout() is not None:
+            sys.exit("connect() left a timeout of %r on the socket" % c.gettimeout())
+print("ok")
+EOF
+    { cat "$tmp/resume.err" >&2; fail "sockmsg.py: resuming after a timeout"; }
 cases=$((cases + 1))
 
 # 6. smcat (tools/smcat.c), when it is built.

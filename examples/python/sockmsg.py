@@ -25,18 +25,38 @@ recv_msg() below keeps calling recv() until it has them all.
     recv_msg(sock)          receive one whole message as bytes; None when the
                             peer closed the connection between two messages
 
+for asyncio streams (asyncio.open_connection, asyncio.start_server):
+
+    await read_msg(reader)  receive one whole message (None: closed)
+    write_msg(writer, data) queue one message; then `await writer.drain()`
+
 and, to use the same address strings as the C examples ("host:port",
 "[v6addr]:port", ":port" for every interface, "unix:/path"; port 0 lets the
 system pick a free port):
 
     listen(addr)            a listening socket, ready for accept()
     connect(addr)           a connected socket
+    connect(addr, timeout=2.0)  the same, and every later call on the
+                            socket gives up after 2 s (see Timeouts)
     address_of(sock)        a socket's own address as such a string
+
+Timeouts.  With a timeout on the socket (sock.settimeout(2.0), or
+connect(addr, timeout=2.0), which leaves it there), recv_msg raises
+socket.timeout (TimeoutError) when nothing completes a message in time.
+Nothing is lost: the bytes of a message that had begun to arrive are kept
+with the socket, and the next recv_msg(sock) resumes where this one
+stopped.  The same holds for a non-blocking socket (BlockingIOError), and
+for read_msg cancelled by asyncio.wait_for.  So read a socket only through
+recv_msg.  A timeout in send_msg is different: part of the message may
+have gone out, and the peer can no longer tell where messages start, so
+close the connection.
 """
+import asyncio
 import os
 import socket
 import stat
 import struct
+import weakref
 
 HEADER = struct.Struct("!I")  # "!" = big-endian, "I" = 4-byte unsigned int
 MAX_LEN = 16 * 2**20          # 16 MiB, libsockmsg's default maximum message
@@ -62,19 +82,24 @@ def send_msg(sock, data):
     sock.sendall(HEADER.pack(len(data)) + data)
 
 
-def recv_exactly(sock, n):
-    """Receive exactly n bytes, or fewer only if the peer closed first.
+def recv_until(sock, buf, n):
+    """Receive into buf (a bytearray) until it holds n bytes, or fewer only
+    if the peer closed first.
 
     sock.recv(k) returns between 1 and k bytes - whatever part of the stream
     has arrived, however the sender's send() calls were split - and b"" once
-    the peer has closed the connection.  So ask again until n bytes are here."""
-    buf = bytearray()
+    the peer has closed the connection.  So ask again until n bytes are here.
+    If the socket times out, buf keeps what did arrive."""
     while len(buf) < n:
         chunk = sock.recv(min(n - len(buf), 65536))
         if not chunk:  # b"": the peer closed the connection
             break
         buf += chunk
-    return bytes(buf)
+
+
+# A message cut short by a timeout: its bytes so far, for the next recv_msg
+# on the same socket.  Forgotten when the socket is.
+_unfinished = weakref.WeakKeyDictionary()
 
 
 def recv_msg(sock, max_len=MAX_LEN):
@@ -85,23 +110,79 @@ def recv_msg(sock, max_len=MAX_LEN):
     EOFError) if it closed in the middle of a message, and MessageTooBig (a
     ValueError) if the header announces more than max_len bytes - checked
     before reading the payload, so a broken or hostile peer cannot make us
-    wait for or store up to 4 GiB.  Network errors (connection reset,
-    timeout) are raised by the socket as OSError."""
-    header = recv_exactly(sock, HEADER.size)
-    if not header:
-        return None
-    if len(header) < HEADER.size:
-        raise TruncatedMessage("connection closed after %d of the 4 header bytes"
-                               % len(header))
-    (n,) = HEADER.unpack(header)
-    if n > max_len:
-        raise MessageTooBig("peer announced a %d-byte message, more than the %d allowed"
-                            % (n, max_len))
-    payload = recv_exactly(sock, n)
-    if len(payload) < n:
+    wait for or store up to 4 GiB.  Network errors (connection reset) are
+    raised by the socket as OSError; a timeout raises socket.timeout and
+    loses nothing: call recv_msg again to resume (see Timeouts above)."""
+    buf = _unfinished.pop(sock, None) or bytearray()  # header + payload so far
+    try:
+        recv_until(sock, buf, HEADER.size)
+        if not buf:
+            return None
+        if len(buf) < HEADER.size:
+            raise TruncatedMessage("connection closed after %d of the 4 header bytes"
+                                   % len(buf))
+        (n,) = HEADER.unpack_from(buf)
+        if n > max_len:
+            raise MessageTooBig("peer announced a %d-byte message, more than the %d allowed"
+                                % (n, max_len))
+        recv_until(sock, buf, HEADER.size + n)
+    except (socket.timeout, BlockingIOError):
+        _unfinished[sock] = buf  # the next call goes on from here
+        raise
+    if len(buf) < HEADER.size + n:
         raise TruncatedMessage("connection closed after %d of %d message bytes"
-                               % (len(payload), n))
-    return payload
+                               % (len(buf) - HEADER.size, n))
+    return bytes(buf[HEADER.size:])
+
+
+# ---- the same for asyncio streams ----
+
+# A header read_msg had taken when it was cancelled (asyncio.wait_for): the
+# length it announced, for the next read_msg on the same reader.
+_announced = weakref.WeakKeyDictionary()
+
+
+async def read_msg(reader, max_len=MAX_LEN):
+    """Receive one whole message from an asyncio.StreamReader, as recv_msg.
+
+    Returns the payload as bytes, or None when the peer closed between two
+    messages; raises TruncatedMessage and MessageTooBig (checked before the
+    payload is read) as recv_msg does.  Cancelled, for instance by
+    asyncio.wait_for(read_msg(reader), 2.0), it loses nothing: the next
+    read_msg(reader) resumes."""
+    n = _announced.pop(reader, None)
+    if n is None:
+        try:
+            # readexactly takes all n bytes from the stream or, waiting for
+            # them, none: a cancellation here leaves the stream as it was.
+            header = await reader.readexactly(HEADER.size)
+        except asyncio.IncompleteReadError as e:
+            if not e.partial:
+                return None
+            raise TruncatedMessage("connection closed after %d of the 4 header bytes"
+                                   % len(e.partial)) from None
+        (n,) = HEADER.unpack(header)
+        if n > max_len:
+            raise MessageTooBig("peer announced a %d-byte message, more than the %d allowed"
+                                % (n, max_len))
+    try:
+        return await reader.readexactly(n)
+    except asyncio.CancelledError:
+        _announced[reader] = n  # the header is read: the next call needs n
+        raise
+    except asyncio.IncompleteReadError as e:
+        raise TruncatedMessage("connection closed after %d of %d message bytes"
+                               % (len(e.partial), n)) from None
+
+
+def write_msg(writer, data):
+    """Queue data (bytes) as one message on an asyncio.StreamWriter.
+
+    Like writer.write, it does not wait: follow it with `await
+    writer.drain()`, which waits while the peer is slow to read."""
+    if len(data) > 0xFFFFFFFF:
+        raise MessageTooBig("%d bytes do not fit in one message" % len(data))
+    writer.write(HEADER.pack(len(data)) + data)
 
 
 # ---- addresses, written as in libsockmsg ----
@@ -155,8 +236,14 @@ def remove_stale_socket(path):
 
 
 def connect(addr, timeout=None):
-    """A socket connected to addr (timeout in seconds, None: wait as long as
-    the system does).  A name is tried at each of its addresses in turn."""
+    """A socket connected to addr.  A name is tried at each of its addresses
+    in turn.
+
+    timeout (seconds; None: wait as long as the system does) bounds the
+    connecting and STAYS on the socket, as with socket.create_connection:
+    every later send_msg and recv_msg on it gives up after timeout seconds
+    too (see Timeouts above).  To wait without limit from then on, call
+    sock.settimeout(None)."""
     where = parse_addr(addr)
     if isinstance(where, str):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
