@@ -72,13 +72,24 @@ $(BUILD)/libsockmsg.so: $(SHARED)
 
 examples: $(EXAMPLES)
 
-# Command-line tools, tools/<name>.c -> $(BUILD)/<name> (smcat).
-TOOLS := $(patsubst tools/%.c,$(BUILD)/%,$(wildcard tools/*.c))
+# Command-line tools: each folder tools/<name>/ is one program, its .c
+# files (and private headers) built into $(BUILD)/<name> (smcat).
+TOOL_NAMES := $(patsubst tools/%/,%,$(sort $(dir $(wildcard tools/*/*.c))))
+TOOLS      := $(TOOL_NAMES:%=$(BUILD)/%)
+TOOL_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/*/*.c))
 tools: $(TOOLS)
 
-$(BUILD)/%: tools/%.c $(STATIC)
+$(BUILD)/tools/%.o: tools/%.c
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $< $(STATIC) $(ALL_LDFLAGS) -o $@
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+# $(BUILD)/<name>: the objects of tools/<name>/ with the static library.
+define TOOL_LINK
+$(BUILD)/$(1): $(filter $(BUILD)/tools/$(1)/%,$(TOOL_OBJ)) $(STATIC)
+	$$(CC) $$(filter %.o,$$^) $(STATIC) $$(ALL_LDFLAGS) -o $$@
+endef
+$(foreach t,$(TOOL_NAMES),$(eval $(call TOOL_LINK,$(t))))
+-include $(TOOL_OBJ:.o=.d)
 
 # Man pages, docs/man/<name>.<section>.
 MAN_PAGES := $(wildcard docs/man/*.[137])
@@ -140,9 +151,9 @@ fuzz: $(FUZZ_TARGETS)
 # Style and static analysis.  Every C file follows .clang-format; the
 # library, tools and examples pass cppcheck, clang-tidy (.clang-tidy) and
 # gcc -fanalyzer with no findings.
-FORMAT_FILES := $(wildcard lib/*.[ch] include/sockmsg/*.h tools/*.c examples/*.c bench/*.[ch] \
+FORMAT_FILES := $(wildcard lib/*.[ch] include/sockmsg/*.h tools/*/*.[ch] examples/*.c bench/*.[ch] \
                   tests/*.c tests/fuzz/*.c tests/tsan/*.c tests/tsan/criterion/*.h)
-LINT_FILES   := $(LIB_SRC) $(wildcard tools/*.c examples/*.c)
+LINT_FILES   := $(LIB_SRC) $(wildcard tools/*/*.c examples/*.c)
 
 format-check:
 	clang-format --dry-run --Werror $(FORMAT_FILES)

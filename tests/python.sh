@@ -20,7 +20,7 @@
 # 5b. a socket timeout in mid-header and mid-payload loses nothing: the
 #    next recv_msg resumes; connect(addr, timeout=T) leaves T on the socket
 # 6. as 4, against `smcat --listen 127.0.0.1:0 --echo` when BUILD_DIR/smcat
-#    exists (tools/smcat.c); skipped with a note otherwise
+#    exists (tools/smcat/); skipped with a note otherwise
 #
 # Servers listen on 127.0.0.1 port 0 and print the port they got.  Every
 # program runs under timeout(1), so no wait is unbounded, and a server
@@ -388,7 +388,7 @@ EOF
     { cat "$tmp/resume.err" >&2; fail "sockmsg.py: resuming after a timeout"; }
 cases=$((cases + 1))
 
-# 6. smcat (tools/smcat.c), when it is built.
+# 6. smcat (tools/smcat/), when it is built.
 if [ -x "$build/smcat" ]; then
     start "smcat --echo" "$build/smcat" --listen 127.0.0.1:0 --echo
     echo_check "sockmsg.py (smcat --echo)" "$addr"
