@@ -37,12 +37,15 @@ STATIC   := $(BUILD)/libsockmsg.a
 SONAME   := libsockmsg.so.$(MAJOR)
 SHARED   := $(BUILD)/libsockmsg.so.$(VERSION)
 EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
-TEST_SRC := $(wildcard tests/test_*.c)
+# The tests' shared support code (tests/support) links into every test
+# binary, the ThreadSanitizer runner's too.
+SUPPORT_SRC := $(wildcard tests/support/*.c)
+TEST_SRC := $(wildcard tests/test_*.c) $(SUPPORT_SRC)
 TEST_LIBS := -lcriterion
 # Criterion's runner cannot start under ThreadSanitizer (its issue #274):
 # the threaded tests build against the stand-in in tests/tsan instead.
 ifeq ($(SANITIZE),thread)
-TEST_SRC := $(shell grep -lE 'Test.threads,' tests/test_*.c) tests/tsan/runner.c
+TEST_SRC := $(shell grep -lE 'Test.threads,' tests/test_*.c) $(SUPPORT_SRC) tests/tsan/runner.c
 TEST_CFLAGS := -Itests/tsan
 TEST_LIBS :=
 endif
@@ -152,7 +155,7 @@ fuzz: $(FUZZ_TARGETS)
 # library, tools and examples pass cppcheck, clang-tidy (.clang-tidy) and
 # gcc -fanalyzer with no findings.
 FORMAT_FILES := $(wildcard lib/*.[ch] include/sockmsg/*.h tools/*/*.[ch] examples/*.c bench/*.[ch] \
-                  tests/*.c tests/fuzz/*.c tests/tsan/*.c tests/tsan/criterion/*.h)
+                  tests/*.c tests/support/*.[ch] tests/fuzz/*.c tests/tsan/*.c tests/tsan/criterion/*.h)
 LINT_FILES   := $(LIB_SRC) $(wildcard tools/*/*.c examples/*.c)
 
 format-check:
