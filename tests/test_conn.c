@@ -5,227 +5,25 @@
  * sockets, message boundaries, every documented error code, and the
  * promises (no SIGPIPE, EINTR retried, close-on-exec, SO_REUSEADDR).
  *
- * Misbehaving peers are plain POSIX sockets ("raw" below), so the bytes on
- * the wire are exactly what each test says.
+ * Misbehaving peers are plain POSIX sockets ("raw", tests/support/net.c),
+ * so the bytes on the wire are exactly what each test says.
  */
-#include <criterion/criterion.h>
-#include <sockmsg/sockmsg.h>
+#include "support/support.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------ */
-/* Little helpers                                                      */
+/* Threads that send                                                   */
 /* ------------------------------------------------------------------ */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-/* "unix:/tmp/..." unique per process (Criterion runs each test in its own
- * process) and per tag. */
-static void unix_addr(char *buf, size_t cap, const char *tag)
-{
-    snprintf(buf, cap, "unix:/tmp/sm-tconn-%ld-%s.sock", (long)getpid(), tag);
-}
-
-/* A byte pattern that differs at every offset and with every seed, so a
- * shifted, truncated, zeroed or foreign buffer never matches. */
-static uint8_t pattern_byte(size_t i, unsigned seed)
-{
-    uint32_t x = (uint32_t)i * 2654435761u + (seed + 1u) * 2246822519u;
-    x ^= x >> 15;
-    x *= 2246822519u;
-    x ^= x >> 13;
-    return (uint8_t)x;
-}
-
-static void pattern_fill(uint8_t *p, size_t len, unsigned seed)
-{
-    for (size_t i = 0; i < len; i++)
-        p[i] = pattern_byte(i, seed);
-}
-
-/* Returns the first offset that does not match, or len. */
-static size_t pattern_check(const uint8_t *p, size_t len, unsigned seed)
-{
-    for (size_t i = 0; i < len; i++)
-        if (p[i] != pattern_byte(i, seed))
-            return i;
-    return len;
-}
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-/* The port of an address string such as "127.0.0.1:41234" or "[::]:41234". */
-static unsigned addr_port(const char *where)
-{
-    const char *colon = strrchr(where, ':');
-    return colon ? (unsigned)strtoul(colon + 1, NULL, 10) : 0;
-}
-
-/* Listens on addr and stores the bound address (checked for form). */
-static void start_listener(const char *addr, const sm_options *o, sm_listener **l,
-                           char where[SM_ADDRSTRLEN])
-{
-    int rc = sm_listen_opts(l, addr, o);
-    cr_assert_eq(rc, 0, "sm_listen(%s) = %d: %s", addr, rc, sm_last_error());
-    int n = sm_listener_addr(*l, where, SM_ADDRSTRLEN);
-    cr_assert_gt(n, 0, "sm_listener_addr: %d %s", n, sm_last_error());
-    cr_assert_eq((size_t)n, strlen(where), "returns the string's length");
-}
-
-/* A connected pair: *server (accepted) and *client, both with options o. */
-static void open_pair(const char *addr, const sm_options *o, sm_listener **l, sm_conn **server,
-                      sm_conn **client)
-{
-    char where[SM_ADDRSTRLEN];
-    start_listener(addr, o, l, where);
-    int rc = sm_connect_opts(client, where, o);
-    cr_assert_eq(rc, 0, "sm_connect(%s) = %d: %s", where, rc, sm_last_error());
-    rc = sm_accept(*l, server);
-    cr_assert_eq(rc, 0, "sm_accept = %d: %s", rc, sm_last_error());
-}
-
-static void close_pair(sm_listener *l, sm_conn *server, sm_conn *client)
-{
-    sm_close(server);
-    sm_close(client);
-    sm_listener_close(l);
-}
-
-/* A plain POSIX stream socket connected to an address the library wrote:
- * "a.b.c.d:port", "[v6]:port" or "unix:/path".  Returns the fd or -1. */
-static int raw_connect(const char *where)
-{
-    struct sockaddr_storage ss;
-    socklen_t len;
-    memset(&ss, 0, sizeof ss);
-    if (strncmp(where, "unix:", 5) == 0) {
-        struct sockaddr_un *un = (struct sockaddr_un *)&ss;
-        if (strlen(where + 5) >= sizeof un->sun_path)
-            return -1;
-        un->sun_family = AF_UNIX;
-        strcpy(un->sun_path, where + 5);
-        len = sizeof *un;
-    } else {
-        const char *colon = strrchr(where, ':');
-        char host[INET6_ADDRSTRLEN];
-        if (!colon)
-            return -1;
-        const char *h = where;
-        size_t hl = (size_t)(colon - where);
-        if (where[0] == '[') {
-            h++;
-            hl -= 2;
-        }
-        if (hl >= sizeof host)
-            return -1;
-        memcpy(host, h, hl);
-        host[hl] = '\0';
-        uint16_t port = htons((uint16_t)addr_port(where));
-        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-        if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
-            in->sin_family = AF_INET;
-            in->sin_port = port;
-            len = sizeof *in;
-        } else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
-            in6->sin6_family = AF_INET6;
-            in6->sin6_port = port;
-            len = sizeof *in6;
-        } else {
-            return -1;
-        }
-    }
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    if (connect(fd, (struct sockaddr *)&ss, len) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-/* Writes everything (never raises SIGPIPE); 0 or -1.  Thread-safe: no
- * assertions inside. */
-static int raw_write(int fd, const void *p, size_t len)
-{
-    const uint8_t *b = p;
-    while (len > 0) {
-        ssize_t n = send(fd, b, len, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        b += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-/* Listener with options o, a raw client connected to it, and the accepted
- * connection. */
-static int raw_pair(const char *addr, const sm_options *o, sm_listener **l, sm_conn **server)
-{
-    char where[SM_ADDRSTRLEN];
-    start_listener(addr, o, l, where);
-    int fd = raw_connect(where);
-    cr_assert_geq(fd, 0, "raw connect to %s: %s", where, strerror(errno));
-    int rc = sm_accept(*l, server);
-    cr_assert_eq(rc, 0, "sm_accept = %d: %s", rc, sm_last_error());
-    return fd;
-}
-
-/* Bytes the kernel holds unread on fd (FIONREAD). */
-static int kernel_unread(int fd)
-{
-    int n = -1;
-    if (ioctl(fd, FIONREAD, &n) != 0)
-        return -1;
-    return n;
-}
-
-/* Waits (bounded) until the kernel holds at least want unread bytes on fd. */
-static void wait_unread(int fd, int want)
-{
-    int64_t end = now_ms() + 3000;
-    while (kernel_unread(fd) < want && now_ms() < end)
-        sleep_ms(2);
-    cr_assert_geq(kernel_unread(fd), want, "bytes arrived in the kernel");
-}
 
 /* sm_send(s) from a thread: large frames block until the peer reads. */
 struct send_job {
@@ -260,9 +58,7 @@ static const size_t trip_sizes[] = { 0, 1, 4095, 4096, 65536, 1u << 20, SM_DEFAU
 static void one_trip(sm_conn *from, sm_conn *to, size_t len, int alloc, unsigned seed,
                      const char *what)
 {
-    uint8_t *msg = malloc(len ? len : 1);
-    cr_assert_not_null(msg);
-    pattern_fill(msg, len, seed);
+    uint8_t *msg = patterned(len, seed);
     struct send_job job = { .c = from, .msg = msg, .len = len, .count = 1 };
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, send_job_run, &job), 0);
@@ -412,7 +208,7 @@ Test(conn, frames_split_and_packed_any_way_are_whole, .timeout = 20)
     sm_conn *s;
     int fd = raw_pair("127.0.0.1:0", NULL, &l, &s);
     static const uint8_t packed[] = { 0, 0, 0, 2, 'h', 'i', 0, 0, 0, 0, 0, 0, 0, 3, 'a', 'b', 'c' };
-    cr_assert_eq(raw_write(fd, packed, sizeof packed), 0);
+    cr_assert_eq(write_all(fd, packed, sizeof packed), 0);
     uint8_t got[64];
     cr_assert_eq(sm_recv(s, got, sizeof got), 2);
     cr_assert(memcmp(got, "hi", 2) == 0);
@@ -422,7 +218,7 @@ Test(conn, frames_split_and_packed_any_way_are_whole, .timeout = 20)
 
     static const uint8_t dribble[] = { 0, 0, 0, 5, 'h', 'e', 'l', 'l', 'o' };
     for (size_t i = 0; i < sizeof dribble; i++) {
-        cr_assert_eq(raw_write(fd, &dribble[i], 1), 0);
+        cr_assert_eq(write_all(fd, &dribble[i], 1), 0);
         sleep_ms(1);
     }
     cr_assert_eq(sm_recv(s, got, sizeof got), 5);
@@ -430,11 +226,11 @@ Test(conn, frames_split_and_packed_any_way_are_whole, .timeout = 20)
 
     static const uint8_t two[] = { 0, 0, 0, 1, 'x', 0, 0 };
     static const uint8_t rest[] = { 0, 2, 'y', 'z' };
-    cr_assert_eq(raw_write(fd, two, sizeof two), 0);
+    cr_assert_eq(write_all(fd, two, sizeof two), 0);
     wait_unread(sm_conn_fd(s), (int)sizeof two);
     cr_assert_eq(sm_recv(s, got, sizeof got), 1);
     cr_assert_eq(got[0], 'x');
-    cr_assert_eq(raw_write(fd, rest, sizeof rest), 0);
+    cr_assert_eq(write_all(fd, rest, sizeof rest), 0);
     cr_assert_eq(sm_recv(s, got, sizeof got), 2);
     cr_assert(memcmp(got, "yz", 2) == 0);
     close(fd);
@@ -647,7 +443,7 @@ static void *raw_writer_run(void *arg)
     w->rc = 0;
     for (size_t off = 0; off < w->len && w->rc == 0; off += w->chunk) {
         size_t n = w->len - off < w->chunk ? w->len - off : w->chunk;
-        w->rc = raw_write(w->fd, w->p + off, n);
+        w->rc = write_all(w->fd, w->p + off, n);
         if (w->gap_ms)
             sleep_ms(w->gap_ms);
     }
@@ -666,7 +462,7 @@ Test(errors, timeout_bounds_the_whole_call, .timeout = 20)
     sm_options o = { .recv_timeout_ms = 250 };
     int fd = raw_pair("127.0.0.1:0", &o, &l, &s);
     uint8_t frame[4 + 40], got[64];
-    put_be32(frame, 40);
+    put32(frame, 40);
     pattern_fill(frame + 4, 40, 99);
     struct raw_writer w = { fd, frame, sizeof frame, 1, 30, 0, 0, 0 };
     pthread_t t;
@@ -702,22 +498,22 @@ Test(errors, pause_inside_a_frame_resumes_after_timeout, .timeout = 20)
     uint8_t got[64];
 
     /* Header and part of the payload, a pause, then the rest. */
-    cr_assert_eq(raw_write(fd,
+    cr_assert_eq(write_all(fd,
                            "\0\0\0\x0a"
                            "0123",
                            8),
                  0);
     cr_assert_eq(sm_recv(s, got, sizeof got), SM_ETIMEDOUT, "%s", sm_last_error());
-    cr_assert_eq(raw_write(fd, "456789", 6), 0);
+    cr_assert_eq(write_all(fd, "456789", 6), 0);
     cr_assert_eq(sm_recv(s, got, sizeof got), 10, "%s", sm_last_error());
     cr_assert(memcmp(got, "0123456789", 10) == 0);
 
     /* A pause inside the header, received with sm_recv_alloc. */
     void *m = got;
-    cr_assert_eq(raw_write(fd, "\0\0", 2), 0);
+    cr_assert_eq(write_all(fd, "\0\0", 2), 0);
     cr_assert_eq(sm_recv_alloc(s, &m), SM_ETIMEDOUT, "%s", sm_last_error());
     cr_assert_null(m);
-    cr_assert_eq(raw_write(fd,
+    cr_assert_eq(write_all(fd,
                            "\0\x05"
                            "hello",
                            7),
@@ -727,15 +523,15 @@ Test(errors, pause_inside_a_frame_resumes_after_timeout, .timeout = 20)
     free(m);
 
     /* Two timeouts in a row inside one frame. */
-    cr_assert_eq(raw_write(fd,
+    cr_assert_eq(write_all(fd,
                            "\0\0\0\x03"
                            "a",
                            5),
                  0);
     cr_assert_eq(sm_recv(s, got, sizeof got), SM_ETIMEDOUT);
-    cr_assert_eq(raw_write(fd, "b", 1), 0);
+    cr_assert_eq(write_all(fd, "b", 1), 0);
     cr_assert_eq(sm_recv(s, got, sizeof got), SM_ETIMEDOUT);
-    cr_assert_eq(raw_write(fd, "c", 1), 0);
+    cr_assert_eq(write_all(fd, "c", 1), 0);
     cr_assert_eq(sm_recv(s, got, sizeof got), 3);
     cr_assert(memcmp(got, "abc", 3) == 0);
 
@@ -744,9 +540,9 @@ Test(errors, pause_inside_a_frame_resumes_after_timeout, .timeout = 20)
     size_t big = SM_RECV_BUFFER;
     uint8_t *frame = malloc(4 + big), *into = malloc(big);
     cr_assert(frame && into);
-    put_be32(frame, (uint32_t)big);
+    put32(frame, (uint32_t)big);
     pattern_fill(frame + 4, big, 7);
-    cr_assert_eq(raw_write(fd, frame, 4 + 30000), 0);
+    cr_assert_eq(write_all(fd, frame, 4 + 30000), 0);
     cr_assert_eq(sm_recv(s, into, big), SM_ETIMEDOUT, "%s", sm_last_error());
     struct raw_writer w = { fd, frame + 4 + 30000, big - 30000, big, 0, 0, 0, 0 };
     pthread_t t;
@@ -759,7 +555,7 @@ Test(errors, pause_inside_a_frame_resumes_after_timeout, .timeout = 20)
     free(into);
 
     /* Still in step. */
-    cr_assert_eq(raw_write(fd,
+    cr_assert_eq(write_all(fd,
                            "\0\0\0\x02"
                            "ok",
                            6),
@@ -847,7 +643,7 @@ Test(errors, stream_ending_inside_a_frame_is_etruncated, .timeout = 20)
     size_t big = 300000, sent = 100000;
     uint8_t *frame = malloc(4 + sent);
     cr_assert_not_null(frame);
-    put_be32(frame, (uint32_t)big);
+    put32(frame, (uint32_t)big);
     pattern_fill(frame + 4, sent, 3);
     ends_with(frame, 4 + sent, big, SM_ETRUNCATED, "300000 announced, 100000 sent");
     free(frame);
@@ -856,7 +652,7 @@ Test(errors, stream_ending_inside_a_frame_is_etruncated, .timeout = 20)
     sm_listener *l;
     sm_conn *s;
     int fd = raw_pair("127.0.0.1:0", NULL, &l, &s);
-    cr_assert_eq(raw_write(fd, whole_then_part, sizeof whole_then_part), 0);
+    cr_assert_eq(write_all(fd, whole_then_part, sizeof whole_then_part), 0);
     close(fd);
     uint8_t got[16];
     cr_assert_eq(sm_recv(s, got, sizeof got), 1);
@@ -893,9 +689,9 @@ Test(errors, header_over_max_frame_is_etoobig, .timeout = 20)
         sm_listener *l;
         sm_conn *s;
         int fd = raw_pair("127.0.0.1:0", &o, &l, &s);
-        put_be32(hdr, too_big[i]);
-        cr_assert_eq(raw_write(fd, hdr, 4), 0);
-        cr_assert_eq(raw_write(fd, "payload", 7), 0);
+        put32(hdr, too_big[i]);
+        cr_assert_eq(write_all(fd, hdr, 4), 0);
+        cr_assert_eq(write_all(fd, "payload", 7), 0);
         ssize_t n = sm_recv(s, got, sizeof got);
         cr_assert_eq(n, SM_ETOOBIG, "header %u with max_frame 1000: %zd %s", too_big[i], n,
                      sm_last_error());
@@ -913,10 +709,10 @@ Test(errors, header_over_max_frame_is_etoobig, .timeout = 20)
     sm_conn *s;
     int fd = raw_pair("127.0.0.1:0", &o, &l, &s);
     uint8_t frame[4 + 1000];
-    put_be32(frame, 1000);
+    put32(frame, 1000);
     pattern_fill(frame + 4, 1000, 11);
-    cr_assert_eq(raw_write(fd, frame, sizeof frame), 0);
-    cr_assert_eq(raw_write(fd, frame, sizeof frame), 0);
+    cr_assert_eq(write_all(fd, frame, sizeof frame), 0);
+    cr_assert_eq(write_all(fd, frame, sizeof frame), 0);
     cr_assert_eq(sm_recv(s, got, sizeof got), 1000, "%s", sm_last_error());
     cr_assert_eq(pattern_check(got, 1000, 11), 1000);
     void *m = NULL;
@@ -938,8 +734,8 @@ Test(errors, header_over_default_max_is_etoobig_without_allocating, .timeout = 2
         sm_conn *s;
         int fd = raw_pair("127.0.0.1:0", NULL, &l, &s);
         uint8_t hdr[4];
-        put_be32(hdr, too_big[i]);
-        cr_assert_eq(raw_write(fd, hdr, 4), 0);
+        put32(hdr, too_big[i]);
+        cr_assert_eq(write_all(fd, hdr, 4), 0);
         void *m = hdr;
         ssize_t n = sm_recv_alloc(s, &m);
         cr_assert_eq(n, SM_ETOOBIG, "header %u: %zd %s", too_big[i], n, sm_last_error());
@@ -1342,7 +1138,7 @@ Test(conn, blocked_calls_survive_signals_without_sa_restart, .timeout = 30)
     size_t big = 4u << 20;
     uint8_t *frame = malloc(4 + big);
     cr_assert_not_null(frame);
-    put_be32(frame, (uint32_t)big);
+    put32(frame, (uint32_t)big);
     pattern_fill(frame + 4, big, 77);
     struct raw_writer w = { fd, frame, 4 + big, 65536, 3, 100, 0, 0 };
     start_quiet(&t, raw_writer_run, &w);
@@ -1399,7 +1195,7 @@ Test(conn, recv_ready_only_when_a_whole_message_is_buffered, .timeout = 20)
         0, 0,   0,   3,   'a', 'b', 'c', 0, 0, 0,  0,   0,   0,   0,
         5, 'h', 'e', 'l', 'l', 'o', 0,   0, 0, 10, '0', '1', '2', '3'
     };
-    cr_assert_eq(raw_write(fd, burst, sizeof burst), 0);
+    cr_assert_eq(write_all(fd, burst, sizeof burst), 0);
     wait_unread(sfd, (int)sizeof burst);
     cr_assert_eq(sm_recv_ready(s), 0, "bytes only in the kernel are not buffered yet");
 
@@ -1414,7 +1210,7 @@ Test(conn, recv_ready_only_when_a_whole_message_is_buffered, .timeout = 20)
     cr_assert(memcmp(got, "hello", 5) == 0);
     cr_assert_eq(sm_recv_ready(s), 0, "only part of the next frame is buffered");
 
-    cr_assert_eq(raw_write(fd, "456789", 6), 0);
+    cr_assert_eq(write_all(fd, "456789", 6), 0);
     wait_unread(sfd, 6);
     cr_assert_eq(sm_recv_ready(s), 0, "the rest is still in the kernel");
     cr_assert_eq(sm_recv(s, got, sizeof got), 10);
@@ -1783,11 +1579,11 @@ Test(view, errors_leave_no_view, .timeout = 20)
     int fd = raw_pair("127.0.0.1:0", &o, &l, &s);
     cr_assert_eq(sm_recv_view(s, NULL), SM_EINVAL);
     uint8_t frame[4 + 3] = { 0, 0, 0, 3, 'a', 'b', 'c' };
-    cr_assert_eq(raw_write(fd, frame, sizeof frame), 0);
+    cr_assert_eq(write_all(fd, frame, sizeof frame), 0);
     cr_assert_eq(sm_recv_view(s, &view), 3);
     cr_assert(memcmp(view, "abc", 3) == 0);
-    put_be32(frame, 101);
-    cr_assert_eq(raw_write(fd, frame, 4), 0);
+    put32(frame, 101);
+    cr_assert_eq(write_all(fd, frame, 4), 0);
     view = (const void *)1;
     cr_assert_eq(sm_recv_view(s, &view), SM_ETOOBIG, "%s", sm_last_error());
     cr_assert_null(view);

@@ -8,54 +8,21 @@
  * Tests run from the repository root (make check does).  Every wait is
  * bounded, and a child a failed test leaves behind is killed by its PID.
  */
-#include <criterion/criterion.h>
-#include <sockmsg/sockmsg.h>
+#include "support/support.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #define PEER "tests/peer.py"
-#define WAIT_MS 10000 /* generous: sanitizer builds and Python start slowly */
+#define PEER_WAIT_MS 10000 /* generous: sanitizer builds and Python start slowly */
 
 /* ---- child processes ---- */
 
-struct child {
-    pid_t pid; /* 0 once reaped */
-    int out;   /* read ends of its stdout and stderr pipes */
-    int err;
-};
-
-/* The running child, if any: the suite's fini kills and reaps it. */
-static pid_t running;
-
-static void kill_running(void)
-{
-    if (running > 0) {
-        kill(running, SIGKILL);
-        while (waitpid(running, NULL, 0) < 0 && errno == EINTR) {
-        }
-        running = 0;
-    }
-}
-
-TestSuite(interop, .timeout = 30, .fini = kill_running);
-
-static int64_t now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
+TestSuite(interop, .timeout = 30, .fini = kill_tracked_children);
 
 /* Starts `python3 tests/peer.py args...` with stdin from /dev/null and
  * stdout and stderr to pipes. */
@@ -70,100 +37,17 @@ static struct child start_peer(const char *const args[])
         argv[n++] = args[i];
     }
     argv[n] = NULL;
-
-    int out[2], err[2];
-    cr_assert_eq(pipe2(out, O_CLOEXEC), 0, "pipe: %s", strerror(errno));
-    cr_assert_eq(pipe2(err, O_CLOEXEC), 0, "pipe: %s", strerror(errno));
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    cr_assert(pid >= 0, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        /* Never outlive the test, even if it is killed. */
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
-            _exit(126);
-        int in = open("/dev/null", O_RDONLY);
-        if (in < 0 || dup2(in, STDIN_FILENO) < 0 || dup2(out[1], STDOUT_FILENO) < 0 ||
-            dup2(err[1], STDERR_FILENO) < 0)
-            _exit(126);
-        execvp(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    running = pid;
-    close(out[1]);
-    close(err[1]);
-    return (struct child){ .pid = pid, .out = out[0], .err = err[0] };
-}
-
-/* Reads one line (without its '\n') into buf.  Returns its length, or -1
- * at end of file or when timeout_ms passes first. */
-static int read_line(int fd, char *buf, size_t cap, int timeout_ms)
-{
-    int64_t deadline = now_ms() + timeout_ms;
-    size_t len = 0;
-    while (len + 1 < cap) {
-        int64_t left = deadline - now_ms();
-        struct pollfd p = { .fd = fd, .events = POLLIN };
-        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
-            return -1;
-        char ch;
-        if (read(fd, &ch, 1) != 1)
-            return -1;
-        if (ch == '\n')
-            break;
-        buf[len++] = ch;
-    }
-    buf[len] = '\0';
-    return (int)len;
-}
-
-/* Reads until end of file or timeout_ms; keeps at most cap - 1 bytes. */
-static void read_all(int fd, char *buf, size_t cap, int timeout_ms)
-{
-    int64_t deadline = now_ms() + timeout_ms;
-    size_t len = 0;
-    for (;;) {
-        int64_t left = deadline - now_ms();
-        struct pollfd p = { .fd = fd, .events = POLLIN };
-        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
-            break;
-        char chunk[512];
-        ssize_t n = read(fd, chunk, sizeof chunk);
-        if (n <= 0)
-            break;
-        size_t keep = (size_t)n < cap - 1 - len ? (size_t)n : cap - 1 - len;
-        memcpy(buf + len, chunk, keep);
-        len += keep;
-    }
-    buf[len] = '\0';
+    return spawn_child(argv, NULL, 0, 1);
 }
 
 /* Waits at most timeout_ms for the child to exit and returns its wait
  * status; if it does not, kills it by PID, reaps it and returns -1. */
 static int wait_child(struct child *c, int timeout_ms)
 {
-    int64_t deadline = now_ms() + timeout_ms;
     int status = -1;
-    for (;;) {
-        pid_t r = waitpid(c->pid, &status, WNOHANG);
-        if (r == c->pid)
-            break;
-        if (r < 0 && errno != EINTR) {
-            status = -1;
-            break;
-        }
-        if (now_ms() >= deadline) {
-            kill(c->pid, SIGKILL);
-            while (waitpid(c->pid, NULL, 0) < 0 && errno == EINTR) {
-            }
-            status = -1;
-            break;
-        }
-        struct timespec t = { 0, 10 * 1000000L };
-        nanosleep(&t, NULL);
-    }
+    int exited = reap(c->pid, timeout_ms, &status);
     c->pid = 0;
-    running = 0;
-    return status;
+    return exited ? status : -1;
 }
 
 /* Waits for the child, collects its stdout and stderr and closes the
@@ -171,11 +55,11 @@ static int wait_child(struct child *c, int timeout_ms)
 static void finish(struct child *c, int code, char *out, size_t out_cap)
 {
     char err[1024];
-    read_all(c->out, out, out_cap, WAIT_MS);
-    read_all(c->err, err, sizeof err, WAIT_MS);
+    read_all(c->out, out, out_cap, PEER_WAIT_MS);
+    read_all(c->err, err, sizeof err, PEER_WAIT_MS);
     close(c->out);
     close(c->err);
-    int status = wait_child(c, WAIT_MS);
+    int status = wait_child(c, PEER_WAIT_MS);
     cr_assert(status != -1, "peer.py did not exit in time; stderr: %s", err);
     cr_assert(WIFEXITED(status), "peer.py died of signal %d; stderr: %s",
               WIFSIGNALED(status) ? WTERMSIG(status) : 0, err);
@@ -185,22 +69,11 @@ static void finish(struct child *c, int code, char *out, size_t out_cap)
 
 /* ---- messages ---- */
 
-/* Differs at every offset and for every seed, so a shifted, truncated or
- * swapped echo never matches. */
-static uint8_t *make_message(size_t len, unsigned seed)
-{
-    uint8_t *m = malloc(len ? len : 1);
-    cr_assert_not_null(m);
-    for (size_t i = 0; i < len; i++)
-        m[i] = (uint8_t)(i * 31u + (i >> 9) + seed * 101u);
-    return m;
-}
-
 static const sm_options patient = {
-    .connect_timeout_ms = WAIT_MS,
-    .accept_timeout_ms = WAIT_MS,
-    .send_timeout_ms = WAIT_MS,
-    .recv_timeout_ms = WAIT_MS,
+    .connect_timeout_ms = PEER_WAIT_MS,
+    .accept_timeout_ms = PEER_WAIT_MS,
+    .send_timeout_ms = PEER_WAIT_MS,
+    .recv_timeout_ms = PEER_WAIT_MS,
 };
 
 /* ---- Python serves, C connects ---- */
@@ -213,7 +86,7 @@ static struct child python_server(const char *listen_addr, const char *want_pref
     const char *args[] = { "serve", listen_addr, NULL };
     struct child py = start_peer(args);
     char line[SM_ADDRSTRLEN + 32];
-    if (read_line(py.out, line, sizeof line, WAIT_MS) < 0) {
+    if (read_line(py.out, line, sizeof line, PEER_WAIT_MS) < 0) {
         char err[1024];
         read_all(py.err, err, sizeof err, 1000);
         cr_assert_fail("peer.py serve %s printed no listening line; stderr: %s", listen_addr, err);
@@ -241,7 +114,7 @@ static void python_echoes_c(const char *listen_addr, const char *want_prefix)
     };
     size_t nsizes = sizeof sizes / sizeof sizes[0];
     for (size_t i = 0; i < nsizes; i++) {
-        uint8_t *msg = make_message(sizes[i], (unsigned)i);
+        uint8_t *msg = patterned(sizes[i], (unsigned)i);
         cr_assert_eq(sm_send(c, msg, sizes[i]), 0, "send %zu bytes: %s", sizes[i], sm_last_error());
         void *back;
         ssize_t n = sm_recv_alloc(c, &back);
@@ -257,12 +130,12 @@ static void python_echoes_c(const char *listen_addr, const char *want_prefix)
      * must split them, and the echoes arrive several to a read here. */
     enum { BURST = 100 };
     for (unsigned i = 0; i < BURST; i++) {
-        uint8_t *msg = make_message(i, 1000 + i);
+        uint8_t *msg = patterned(i, 1000 + i);
         cr_assert_eq(sm_send(c, msg, i), 0, "burst send %u: %s", i, sm_last_error());
         free(msg);
     }
     for (unsigned i = 0; i < BURST; i++) {
-        uint8_t buf[BURST], *want = make_message(i, 1000 + i);
+        uint8_t buf[BURST], *want = patterned(i, 1000 + i);
         ssize_t n = sm_recv(c, buf, sizeof buf);
         cr_assert_eq(n, (ssize_t)i, "burst echo %u: %zd (%s)", i, n, sm_last_error());
         cr_assert(memcmp(buf, want, i) == 0, "burst echo %u differs", i);
@@ -275,8 +148,8 @@ static void python_echoes_c(const char *listen_addr, const char *want_prefix)
     sm_close(c);
     char out[64];
     char err[1024];
-    read_all(py.err, err, sizeof err, WAIT_MS);
-    int status = wait_child(&py, WAIT_MS);
+    read_all(py.err, err, sizeof err, PEER_WAIT_MS);
+    int status = wait_child(&py, PEER_WAIT_MS);
     read_all(py.out, out, sizeof out, 1000);
     close(py.out);
     close(py.err);

@@ -6,43 +6,10 @@
  * against the stand-in in tests/tsan: assertions only on the test's own
  * thread, after every helper thread has been joined.
  */
-#include <criterion/criterion.h>
-#include <sockmsg/sockmsg.h>
+#include "support/support.h"
 
-#include <pthread.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void unix_addr(char *buf, size_t cap, const char *tag)
-{
-    snprintf(buf, cap, "unix:/tmp/sm-tthreads-%ld-%s.sock", (long)getpid(), tag);
-}
-
-/* Listens on addr; *server is the accepted end, *client the connected one;
- * both with options o. */
-static void open_pair(const char *addr, const sm_options *o, sm_listener **l, sm_conn **server,
-                      sm_conn **client)
-{
-    char where[SM_ADDRSTRLEN];
-    int rc = sm_listen_opts(l, addr, o);
-    cr_assert_eq(rc, 0, "listen %s: %s", addr, sm_last_error());
-    cr_assert_gt(sm_listener_addr(*l, where, sizeof where), 0);
-    rc = sm_connect_opts(client, where, o);
-    cr_assert_eq(rc, 0, "connect %s: %s", where, sm_last_error());
-    rc = sm_accept(*l, server);
-    cr_assert_eq(rc, 0, "accept: %s", sm_last_error());
-}
 
 /* ------------------------------------------------------------------ */
 /* Concurrent senders                                                  */
@@ -235,13 +202,6 @@ static size_t duplex_len(unsigned i)
     return (i * 104729u) % 20000u;
 }
 
-static uint8_t duplex_byte(unsigned i, size_t k)
-{
-    uint32_t x = (uint32_t)k * 2654435761u + (i + 1u) * 2246822519u;
-    x ^= x >> 15;
-    return (uint8_t)(x ^ (x >> 7));
-}
-
 struct duplex {
     sm_conn *c;
     int flags;     /* SM_MORE: batched sends and zero-copy receives */
@@ -261,8 +221,7 @@ static void *duplex_send(void *arg)
     }
     for (unsigned i = 0; i < DUPLEX_COUNT && d->rc == 0; i++) {
         size_t len = duplex_len(i);
-        for (size_t k = 0; k < len; k++)
-            buf[k] = duplex_byte(i, k);
+        pattern_fill(buf, len, i);
         /* Every 16th and the last go out at once; the receiving thread's
          * calls flush the others in between. */
         int more = i % 16 != 15 && i != DUPLEX_COUNT - 1;
@@ -299,14 +258,12 @@ static void *duplex_recv(void *arg)
             snprintf(d->err, sizeof d->err, "echo %u: %zd bytes, sent %zu", i, n, duplex_len(i));
             break;
         }
-        for (size_t k = 0; k < (size_t)n; k++) {
-            if (msg[k] != duplex_byte(i, k)) {
-                snprintf(d->err, sizeof d->err, "echo %u: byte %zu differs", i, k);
-                break;
-            }
+        size_t bad = pattern_check(msg, (size_t)n, i);
+        if (bad < (size_t)n) {
+            snprintf(d->err, sizeof d->err, "echo %u: byte %zu differs", i, bad);
+            break;
         }
-        if (!d->err[0])
-            d->done++;
+        d->done++;
     }
     free(buf);
     return NULL;

@@ -1,0 +1,124 @@
+/* The blocking API from the tests' side: listener/connection pairs and
+ * clients that speak text.  All of it asserts. */
+#include "support.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+
+const sm_options client_opts = { .connect_timeout_ms = WAIT_MS,
+                                 .send_timeout_ms = WAIT_MS,
+                                 .recv_timeout_ms = WAIT_MS };
+
+/* The bound address is checked for form: its length is returned. */
+void start_listener(const char *addr, const sm_options *o, sm_listener **l,
+                    char where[SM_ADDRSTRLEN])
+{
+    int rc = sm_listen_opts(l, addr, o);
+    cr_assert_eq(rc, 0, "sm_listen(%s) = %d: %s", addr, rc, sm_last_error());
+    int n = sm_listener_addr(*l, where, SM_ADDRSTRLEN);
+    cr_assert_gt(n, 0, "sm_listener_addr: %d %s", n, sm_last_error());
+    cr_assert_eq((size_t)n, strlen(where), "returns the string's length");
+}
+
+void open_pair(const char *addr, const sm_options *o, sm_listener **l, sm_conn **server,
+               sm_conn **client)
+{
+    char where[SM_ADDRSTRLEN];
+    start_listener(addr, o, l, where);
+    int rc = sm_connect_opts(client, where, o);
+    cr_assert_eq(rc, 0, "sm_connect(%s) = %d: %s", where, rc, sm_last_error());
+    rc = sm_accept(*l, server);
+    cr_assert_eq(rc, 0, "sm_accept = %d: %s", rc, sm_last_error());
+}
+
+void close_pair(sm_listener *l, sm_conn *server, sm_conn *client)
+{
+    sm_close(server);
+    sm_close(client);
+    sm_listener_close(l);
+}
+
+int raw_pair(const char *addr, const sm_options *o, sm_listener **l, sm_conn **server)
+{
+    char where[SM_ADDRSTRLEN];
+    start_listener(addr, o, l, where);
+    int fd = raw_connect(where);
+    cr_assert_geq(fd, 0, "raw connect to %s: %s", where, strerror(-fd));
+    int rc = sm_accept(*l, server);
+    cr_assert_eq(rc, 0, "sm_accept = %d: %s", rc, sm_last_error());
+    return fd;
+}
+
+sm_conn *client_to(const char *addr)
+{
+    sm_conn *c = NULL;
+    int rc = sm_connect_opts(&c, addr, &client_opts);
+    cr_assert_eq(rc, 0, "connect to %s: %s", addr, sm_last_error());
+    return c;
+}
+
+void send_text(sm_conn *c, const char *text)
+{
+    int rc = sm_send(c, text, strlen(text));
+    cr_assert_eq(rc, 0, "send '%s': %s", text, sm_last_error());
+}
+
+void recv_text(sm_conn *c, char *buf, size_t cap)
+{
+    ssize_t n = sm_recv(c, buf, cap - 1);
+    cr_assert(n >= 0, "receive: %s", sm_strerror((int)n));
+    buf[n] = '\0';
+}
+
+void expect_text(sm_conn *c, const char *want)
+{
+    char buf[2048];
+    recv_text(c, buf, sizeof buf);
+    cr_assert_str_eq(buf, want, "received '%s', expected '%s'", buf, want);
+}
+
+void ask(sm_conn *c, const char *req, char *out, size_t cap)
+{
+    send_text(c, req);
+    recv_text(c, out, cap);
+}
+
+void set_recv_timeout(sm_conn *c, int ms)
+{
+    sm_options o = client_opts;
+    o.recv_timeout_ms = ms;
+    cr_assert_eq(sm_conn_set_options(c, &o), 0);
+}
+
+void expect_silence(sm_conn *c, int ms)
+{
+    char buf[256];
+    set_recv_timeout(c, ms);
+    ssize_t n = sm_recv(c, buf, sizeof buf - 1);
+    set_recv_timeout(c, WAIT_MS);
+    if (n >= 0)
+        buf[n] = '\0';
+    cr_assert_eq(n, SM_ETIMEDOUT, "expected nothing, got %zd: %s", n,
+                 n >= 0 ? buf : sm_strerror((int)n));
+}
+
+void expect_eof(sm_conn *c)
+{
+    char buf[256];
+    ssize_t n = sm_recv(c, buf, sizeof buf);
+    cr_assert_eq(n, SM_ECLOSED, "expected end of stream, got %zd (%s)", n,
+                 n >= 0 ? "a message" : sm_strerror((int)n));
+}
+
+void local_addr_of(sm_conn *c, char *buf, size_t cap)
+{
+    struct sockaddr_in in;
+    socklen_t len = sizeof in;
+    cr_assert_eq(getsockname(sm_conn_fd(c), (struct sockaddr *)&in, &len), 0);
+    char ip[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &in.sin_addr, ip, sizeof ip);
+    snprintf(buf, cap, "%s:%u", ip, ntohs(in.sin_port));
+}
