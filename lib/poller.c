@@ -16,7 +16,8 @@ struct sm_poller {
 
 static uint32_t to_epoll(unsigned events)
 {
-    return (events & SM_POLL_IN ? EPOLLIN : 0u) | (events & SM_POLL_OUT ? EPOLLOUT : 0u);
+    return (events & SM_POLL_IN ? EPOLLIN : 0u) | (events & SM_POLL_OUT ? EPOLLOUT : 0u) |
+           (events & SM_POLL_HUP ? EPOLLRDHUP : 0u);
 }
 
 int sm_poller_new(sm_poller **out)
@@ -80,6 +81,7 @@ int sm_poller_wait(sm_poller *p, sm_poll_event *out, int max, int timeout_ms)
         uint32_t e = p->events[i].events;
         out[i].key = p->events[i].data.u64;
         out[i].events = (e & EPOLLIN ? SM_POLL_IN : 0u) | (e & EPOLLOUT ? SM_POLL_OUT : 0u) |
+                        (e & EPOLLRDHUP ? SM_POLL_HUP : 0u) |
                         (e & (EPOLLERR | EPOLLHUP) ? SM_POLL_ERR : 0u);
         if (out[i].key == SM_POLL_WAKE_KEY) {
             uint64_t count;

@@ -11,6 +11,7 @@
 #define SM_POLL_IN 1u
 #define SM_POLL_OUT 2u
 #define SM_POLL_ERR 4u /* error or hang-up: a read or write tells which */
+#define SM_POLL_HUP 8u /* the peer will send no more (asked for, like IN) */
 
 /* The key reported when sm_poller_wake was called. */
 #define SM_POLL_WAKE_KEY UINT64_MAX

@@ -8,6 +8,7 @@
 #include "sock.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -20,6 +21,8 @@
 #define ACCEPT_BATCH 64
 #define ACCEPT_RETRY_MS 100
 #define STALL_CHECK_MS 1000
+/* Freed this much since the last trim, the server gives memory back. */
+#define TRIM_BYTES ((size_t)32 * 1024 * 1024)
 
 /* Why a client is not read from: its replies back up (high_water), or the
  * server is over its memory budget and the client holds much of it. */
@@ -82,7 +85,8 @@ struct sm_server {
     size_t dirty_len, dirty_cap;
     struct client *feeding;  /* client whose messages are being delivered */
     size_t buffered;         /* every client's holding, summed */
-    int budget_applied;      /* over the budget when interests were last set */
+    size_t buffered_peak;    /* the most buffered since memory was trimmed */
+    int budget_paused;       /* some client is not read for the budget */
     struct client *finisher; /* over the budget, the one client still read
                               * to finish its large frame */
     int64_t stall_check_at;
@@ -203,9 +207,13 @@ static void set_accepting(sm_server *s, int on)
 
 static void update_interest(sm_server *s, struct client *c)
 {
-    unsigned want = (may_read(s, c) ? SM_POLL_IN : 0) | (queued(c) ? SM_POLL_OUT : 0);
+    /* HUP even while paused: a peer that leaves must be noticed. */
+    unsigned want = (may_read(s, c) ? SM_POLL_IN : 0) | (queued(c) ? SM_POLL_OUT : 0) |
+                    (c->state == OPEN ? SM_POLL_HUP : 0);
     if (want != c->interest && sm_poller_mod(s->poller, c->fd, c->id, want) == 0)
         c->interest = want;
+    if (c->state == OPEN && !c->paused && !(want & SM_POLL_IN))
+        s->budget_paused = 1; /* apply_budget resumes it */
 }
 
 /* Frees posts that will never be queued, and returns their bytes to the
@@ -271,9 +279,9 @@ static struct client *client_open(sm_server *s, int fd, int family)
     }
     c->fd = fd;
     c->id = (sm_conn_id)(atomic_fetch_add(&next_sequence, 1) << ID_FD_BITS) | (uint64_t)fd;
-    c->interest = SM_POLL_IN;
+    c->interest = SM_POLL_IN | SM_POLL_HUP;
     c->posted_tail = &c->posted;
-    if (sm_poller_add(s->poller, fd, c->id, SM_POLL_IN)) {
+    if (sm_poller_add(s->poller, fd, c->id, c->interest)) {
         free(c);
         close(fd);
         return NULL;
@@ -503,8 +511,9 @@ int sm_server_input(sm_server *s, sm_conn_id id, const uint8_t *data, size_t len
  * if there may be more, or -1 if nothing is there now. */
 static int client_read(sm_server *s, struct client *c)
 {
+    /* A deadline of 0 has long passed: the read never waits. */
     ssize_t n = sm_sock_read(c->fd, s->scratch, sizeof s->scratch, MSG_DONTWAIT, 0);
-    if (n == -EAGAIN || n == -EWOULDBLOCK)
+    if (n == SM_ETIMEDOUT)
         return -1;
     if (n < 0) {
         client_free(s, c, (int)n);
@@ -514,22 +523,26 @@ static int client_read(sm_server *s, struct client *c)
     return n == 0;
 }
 
-/* The peer hung up (on a Unix socket the kernel says so at once, before
- * we have read what it sent): deliver everything still queued for us, so
- * a burst followed by close loses nothing and a cut frame is reported as
- * truncated.  The peer can send no more, so this ends. */
+/* The peer will send no more (on a Unix socket the kernel says so at
+ * once, before we have read what it sent): deliver everything still
+ * queued for us, paused or not, so a burst followed by close loses
+ * nothing and a cut frame is reported as truncated.  The peer can add
+ * nothing, so this ends; frames are delivered as they complete, so at
+ * most one partial frame is held. */
 static void client_hangup(sm_server *s, struct client *c)
 {
     sm_conn_id id = c->id;
     while ((c = lookup(s, id)) && c->state == OPEN && client_read(s, c) == 0) {
     }
-    if (!(c = lookup(s, id)))
-        return;
+}
+
+static void client_error(sm_server *s, struct client *c)
+{
     int err = 0;
     socklen_t len = sizeof err;
     getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
     int reason = err ? -err : SM_ECLOSED;
-    if (c->state == OPEN && sm_decoder_in_frame(&c->decoder))
+    if (!err && c->state == OPEN && sm_decoder_in_frame(&c->decoder))
         reason = SM_ETRUNCATED;
     client_free(s, c, c->state == DRAINING && !err ? c->close_reason : reason);
 }
@@ -570,12 +583,16 @@ static void handle_event(sm_server *s, const sm_poll_event *ev)
         return;
     }
     struct client *c = lookup(s, ev->key);
-    if (c && (ev->events & SM_POLL_IN) && may_read(s, c))
+    if (c && (ev->events & (SM_POLL_HUP | SM_POLL_ERR)) && c->state == OPEN)
+        client_hangup(s, c);
+    else if (c && (ev->events & SM_POLL_IN) && may_read(s, c))
         client_read(s, c);
+    else if (c && (ev->events & SM_POLL_IN))
+        update_interest(s, c); /* not to be read now: stop the reports */
     if ((c = lookup(s, ev->key)) && (ev->events & SM_POLL_OUT))
         client_flush(s, c);
     if ((c = lookup(s, ev->key)) && (ev->events & SM_POLL_ERR))
-        client_hangup(s, c);
+        client_error(s, c);
 }
 
 /* Paused clients are skipped: the server stopped reading them, so their
@@ -612,28 +629,30 @@ static struct client *pick_finisher(const sm_server *s)
     return best;
 }
 
-/* Once per loop iteration: choose a finisher, and when the server crossed
- * its budget either way, tell the poller which clients to read. */
+/* Once per loop iteration: over the budget, choose a finisher; under it,
+ * read again from the clients the budget paused.  (Over it, a client is
+ * paused when it next reads or is reported readable: see may_read.) */
 static void apply_budget(sm_server *s)
 {
-    int over = over_budget(s);
-    struct client *old = s->finisher;
-    if (over && !s->finisher && (s->finisher = pick_finisher(s)))
-        touch(s, s->finisher); /* its stall clock starts now */
-    if (!over)
+    if (!over_budget(s)) {
         s->finisher = NULL;
-    if (over != s->budget_applied) {
-        s->budget_applied = over;
-        for (struct client *c = s->oldest; c; c = c->newer) {
-            if (!over && !(c->interest & SM_POLL_IN) && may_read(s, c))
+        if (!s->budget_paused)
+            return;
+        s->budget_paused = 0;
+        /* touch() moves c to the end, where the walk meets it again with
+         * IN set: then it is left alone. */
+        struct client *c = s->oldest, *next;
+        for (; c; c = next) {
+            next = c->newer;
+            if (!(c->interest & SM_POLL_IN) && may_read(s, c))
                 touch(s, c); /* the idle clock stood still while we paused it */
             update_interest(s, c);
         }
-    } else if (old != s->finisher) {
-        if (old)
-            update_interest(s, old);
-        if (s->finisher)
-            update_interest(s, s->finisher);
+        return;
+    }
+    if (!s->finisher && (s->finisher = pick_finisher(s))) {
+        touch(s, s->finisher); /* its stall clock starts now */
+        update_interest(s, s->finisher);
     }
 }
 
@@ -648,6 +667,22 @@ static int stalled(const sm_server *s, const struct client *c, int64_t now)
     if (c->state == DRAINING && now >= c->drain_deadline)
         return 1;
     return c == s->finisher && now - c->last_input >= limit;
+}
+
+/* Large partial frames come and go in sizes glibc then serves from its
+ * heap rather than mmap, and a heap only shrinks from the top: after an
+ * attack the memory would stay with the process.  Trimming returns free
+ * pages to the system, once a lot has been freed. */
+static void give_back_memory(sm_server *s)
+{
+    if (s->buffered > s->buffered_peak)
+        s->buffered_peak = s->buffered;
+    if (s->buffered_peak - s->buffered < TRIM_BYTES)
+        return;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+    s->buffered_peak = s->buffered;
 }
 
 static void reset_stalled(sm_server *s, int64_t now)
@@ -717,6 +752,7 @@ SM_API int sm_server_run(sm_server *s)
         flush_dirty(s);
         reset_stalled(s, now);
         apply_budget(s);
+        give_back_memory(s);
         if (s->accept_paused && now >= s->accept_retry_at)
             set_accepting(s, 1);
     }

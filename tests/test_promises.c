@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -856,10 +858,160 @@ Test(promises, idle_timeout_spares_a_client_paused_for_backpressure, .timeout = 
     cr_expect_eq(atomic_load(&r.closes), 0, "a paused client is not idle");
     uint8_t *back = malloc(total);
     cr_assert_eq(read_exact(fd, back, total), 0, "every echo arrives");
-    cr_expect_arr_eq(back, buf, total);
+    cr_assert_arr_eq(back, buf, total);
     pthread_join(t, NULL);
     free(back);
     free(buf);
     close(fd);
     stop_server(&r);
+}
+
+/* ---- the acceptance figures: echo-server under a memory attack ---- */
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0 /* sanitizers keep freed memory: RSS says nothing */
+#endif
+
+/* A /proc/PID/status field in bytes ("VmRSS:", "VmHWM:"). */
+static long status_kib(pid_t pid, const char *field)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%ld/status", (long)pid);
+    FILE *f = fopen(path, "r");
+    long v = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, field, strlen(field)) == 0)
+            v = strtol(line + strlen(field), NULL, 10);
+    if (f)
+        fclose(f);
+    return v;
+}
+
+/* Starts build/examples/echo-server on 127.0.0.1:0 (or $ECHO_BIN, to
+ * measure another build); stores its address. */
+static pid_t start_echo_server(char *addr, size_t cap)
+{
+    int out[2];
+    cr_assert_eq(pipe(out), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        dup2(out[1], 1);
+        execl(getenv("ECHO_BIN") ? getenv("ECHO_BIN") : BUILD_DIR "/examples/echo-server",
+              "echo-server", "127.0.0.1:0", (char *)NULL);
+        _exit(127);
+    }
+    close(out[1]);
+    FILE *f = fdopen(out[0], "r");
+    char line[200] = "";
+    cr_assert_not_null(fgets(line, sizeof line, f), "echo-server said nothing");
+    fclose(f);
+    cr_assert_eq(sscanf(line, "listening on %119s", addr), 1, "%s", line);
+    (void)cap;
+    return pid;
+}
+
+/* Writes to every socket what it takes, round robin, from src (src_len
+ * bytes, the same for each), until all is sent or nothing moved for 1 s
+ * (the server stopped reading: that is the point).  left[i] counts down
+ * what client i still has to send. */
+static void offer(const int *fd, size_t *left, int count, const uint8_t *src, size_t src_len)
+{
+    int64_t idle_since = now_ms();
+    while (now_ms() - idle_since < 1000) {
+        int moved = 0;
+        for (int i = 0; i < count; i++) {
+            if (!left[i])
+                continue;
+            size_t chunk = left[i] < 65536 ? left[i] : 65536;
+            ssize_t n = send(fd[i], src + (src_len - left[i]), chunk, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (n > 0) {
+                left[i] -= (size_t)n;
+                moved = 1;
+            }
+        }
+        if (moved)
+            idle_since = now_ms();
+        else
+            sleep_ms(5);
+    }
+}
+
+static int64_t median_echo_ms(const char *addr)
+{
+    int64_t t[5];
+    for (int i = 0; i < 5; i++)
+        t[i] = fresh_echo_ms(addr);
+    for (int i = 0; i < 5; i++)
+        for (int j = i + 1; j < 5; j++)
+            if (t[j] < t[i]) {
+                int64_t x = t[i];
+                t[i] = t[j];
+                t[j] = x;
+            }
+    return t[2];
+}
+
+Test(promises, echo_server_memory_stays_under_the_ceiling, .timeout = 180)
+{
+    char addr[120];
+    pid_t pid = start_echo_server(addr, sizeof addr);
+    sleep_ms(100);
+    long start_kib = status_kib(pid, "VmRSS:");
+    enum { HOLDERS = 96, DEAF = 8, ALL = HOLDERS + DEAF };
+    int fd[ALL];
+    size_t left[ALL];
+    /* 96 clients announce 16 MiB and send 8 MiB of it... */
+    size_t part = 8u << 20, stream_len = 16u << 20;
+    uint8_t *zeros = calloc(1, part);
+    for (int i = 0; i < HOLDERS; i++) {
+        fd[i] = raw_connect(addr);
+        uint8_t head[4];
+        put_be32(head, 16u << 20);
+        write_all(fd[i], head, 4);
+        left[i] = part;
+    }
+    /* ...and 8 send 16 MiB of 64 KiB messages to be echoed, never reading. */
+    uint8_t *stream = calloc(1, stream_len);
+    for (size_t off = 0; off < stream_len; off += 65536)
+        put_be32(stream + off, 65536 - 4);
+    for (int i = HOLDERS; i < ALL; i++) {
+        fd[i] = raw_connect(addr);
+        left[i] = stream_len;
+    }
+    offer(fd, left, HOLDERS, zeros, part);
+    offer(fd + HOLDERS, left + HOLDERS, DEAF, stream, stream_len);
+    size_t offered = 0, sent_deaf = 0;
+    for (int i = 0; i < HOLDERS; i++)
+        offered += part - left[i];
+    for (int i = HOLDERS; i < ALL; i++)
+        sent_deaf += stream_len - left[i];
+    long peak_kib = status_kib(pid, "VmHWM:");
+    int64_t echo = median_echo_ms(addr);
+    for (int i = 0; i < ALL; i++)
+        close(fd[i]);
+    sleep_ms(1500);
+    long end_kib = status_kib(pid, "VmRSS:");
+    cr_log_info("echo-server: RSS %ld MiB at start, peak %ld MiB, %ld MiB after; %zu MiB of "
+                "partial frames and %zu MiB to deaf peers taken; fresh echo median %lld ms",
+                start_kib / 1024, peak_kib / 1024, end_kib / 1024, offered >> 20, sent_deaf >> 20,
+                (long long)echo);
+    kill(pid, SIGTERM);
+    int status;
+    waitpid(pid, &status, 0);
+    free(zeros);
+    free(stream);
+    if (SANITIZED)
+        return;
+    cr_expect_lt(peak_kib, 400 * 1024, "peak RSS %ld MiB", peak_kib / 1024);
+    cr_expect_lt(end_kib - start_kib, 64 * 1024, "RSS %ld MiB above the start once they left",
+                 (end_kib - start_kib) / 1024);
+    cr_expect_lt(echo, 50, "a fresh client's echo took %lld ms meanwhile", (long long)echo);
 }

@@ -91,10 +91,11 @@ typedef struct sm_conn sm_conn;
  * and expiring returns SM_ETIMEDOUT.
  */
 typedef struct sm_options {
-    int connect_timeout_ms; /* sm_connect_opts: per address tried */
+    int connect_timeout_ms; /* sm_connect_opts: per address tried; not
+                             * name resolution (see sm_connect) */
     int accept_timeout_ms;  /* sm_accept */
     int send_timeout_ms;    /* sm_send */
-    int recv_timeout_ms;    /* sm_recv, sm_recv_alloc */
+    int recv_timeout_ms;    /* sm_recv, sm_recv_alloc, sm_recv_view */
     uint32_t max_frame;     /* largest payload accepted; 0 = 16 MiB */
     int nagle;              /* nonzero leaves Nagle on; default sets TCP_NODELAY */
 } sm_options;
@@ -156,6 +157,14 @@ SM_API void sm_listener_close(sm_listener *l);
  * Tries each address a name resolves to, in order, until one accepts; each
  * try is bounded by connect_timeout_ms.  On success stores a new connection
  * in *out (free it with sm_close) and returns 0.  opts may be NULL.  Blocks.
+ * For "unix:/path", a listener whose backlog is full is waited for, up to
+ * connect_timeout_ms (forever with 0), as for TCP.
+ *
+ * Name resolution is not bounded by connect_timeout_ms: getaddrinfo has no
+ * timeout of its own, and bounding it would take a resolver thread per
+ * call.  The system resolver gives up by itself (resolv.conf "options
+ * timeout:N attempts:N"; glibc's default is 5 s per try, 2 tries per
+ * server).  A numeric address ("127.0.0.1:80", "[::1]:80") never waits.
  *
  * Errors: SM_EINVAL, SM_EADDR, SM_ETIMEDOUT, SM_ENOMEM, -errno of the last
  * address tried (-ECONNREFUSED: nobody listens there).  sm_last_error()
@@ -168,14 +177,23 @@ SM_API int sm_connect_opts(sm_conn **out, const char *addr, const sm_options *op
  * sm_send - send len bytes from msg as one message.
  *
  * Blocks until the whole frame is handed to the kernel or send_timeout_ms
- * expires.  msg stays the caller's.  Safe to call from several threads at
- * once on one connection; frames never interleave.
+ * expires; the timeout bounds the whole call, including the wait for
+ * other threads sending on c.  msg stays the caller's.  Safe to call from
+ * several threads at once on one connection; frames never interleave.
+ *
+ * A frame goes out whole or not at all.  SM_ETIMEDOUT means none of this
+ * frame was written: sending it again is safe, nothing is lost or doubled.
+ * If the timeout strikes after the frame's first byte was written, the
+ * frame is committed: the rest is copied into the connection, written
+ * before anything else by the next send, sm_flush, receive or sm_close,
+ * and this call returns 0 (sm_flush waits for it and reports its fate).
  *
  * Errors: SM_EINVAL (msg NULL with len > 0), SM_ETOOBIG (len > 2^32-1),
- * SM_ETIMEDOUT, -errno (-EPIPE, -ECONNRESET when the peer is gone).
- * If a timeout or error strikes after part of a frame was written, the
- * stream can no longer be parsed by the peer: every later sm_send returns
- * the same error.  A timeout before the first byte leaves it usable.
+ * SM_ETIMEDOUT (not sent, see above), SM_EBROKEN (a started frame's rest
+ * could not be kept for want of memory: the stream is cut, close c),
+ * -errno (-EPIPE, -ECONNRESET when the peer is gone).  After SM_EBROKEN,
+ * or an -errno once part of a frame was written, every later send
+ * returns the same error.
  */
 SM_API int sm_send(sm_conn *c, const void *msg, size_t len);
 
@@ -202,9 +220,11 @@ SM_API int sm_send(sm_conn *c, const void *msg, size_t len);
 SM_API int sm_send_flags(sm_conn *c, const void *msg, size_t len, int flags);
 
 /*
- * sm_flush - write every frame held back by SM_MORE; blocks like sm_send.
- * Returns 0 (also when nothing is held), SM_EINVAL, SM_ETIMEDOUT or -errno;
- * with held frames cut short, the sticky send error.
+ * sm_flush - write every frame held back by SM_MORE, and the rest of a
+ * frame a send timeout cut; blocks like sm_send.  Returns 0 (also when
+ * nothing is held), SM_EINVAL, SM_ETIMEDOUT (what is held stays held and
+ * the next call goes on with it: nothing is lost) or -errno; once the
+ * stream was cut, the sticky send error.
  */
 SM_API int sm_flush(sm_conn *c);
 
@@ -221,12 +241,13 @@ SM_API int sm_flush(sm_conn *c);
  *   SM_ECLOSED    the peer closed the connection between messages.
  *   SM_ETRUNCATED the stream ended inside a message.
  *   SM_ETOOBIG    the peer announced more than max_frame bytes.
- *   SM_ETIMEDOUT  nothing is lost: bytes that arrived stay buffered and the
- *                 next call resumes, unless the message is larger than
- *                 SM_RECV_BUFFER and part of it was already copied to buf;
- *                 then the connection is failed.
+ *   SM_ETIMEDOUT  nothing is lost, for any message size up to max_frame:
+ *                 bytes that arrived stay in the connection and the next
+ *                 receive (any of the three calls) resumes the message.
+ *   SM_EBROKEN    a large message cut by a timeout could not be kept for
+ *                 want of memory; the connection is dead.
  *   SM_EINVAL, -errno (-ECONNRESET: the peer reset the connection).
- * After any error other than SM_EMSGSIZE and a resumable SM_ETIMEDOUT, the
+ * After any error other than SM_EMSGSIZE, SM_ETIMEDOUT and SM_ENOMEM, the
  * connection is failed: every later receive returns the same error.
  */
 SM_API ssize_t sm_recv(sm_conn *c, void *buf, size_t cap);
@@ -245,9 +266,9 @@ SM_API ssize_t sm_recv_alloc(sm_conn *c, void **msg);
  * sm_recv_view - receive one whole message without copying it out.
  *
  * Points *msg at the payload inside the connection's own buffer and returns
- * its length.  The view is read-only and stays valid until the next call
- * receive or sm_close on c; copy what must live
- * longer.  Messages larger than SM_RECV_BUFFER go to a second buffer the
+ * its length.  The view is read-only and stays valid until the next receive
+ * call (sm_recv, sm_recv_alloc or sm_recv_view) or sm_close on c; copy
+ * what must live longer.  Messages larger than SM_RECV_BUFFER go to a second buffer the
  * connection keeps while messages stay large.  Blocks like sm_recv.  On
  * error *msg is NULL.  Errors: as sm_recv_alloc.
  */
@@ -321,8 +342,10 @@ typedef struct sm_server_handlers {
     void (*on_message)(sm_server *s, sm_conn_id id, const void *msg, size_t len, void *arg);
     /* The connection is gone; id is invalid once this returns.  reason:
      * SM_ECLOSED (peer closed), SM_ETRUNCATED, SM_ETOOBIG, SM_ETIMEDOUT
-     * (idle), SM_ESTOPPED (server stopping), SM_ENOMEM, -errno (e.g.
-     * -ECONNRESET), or 0 (you called sm_server_disconnect). */
+     * (idle, or reset by stall_timeout_ms), SM_ESTOPPED (server
+     * stopping), SM_ENOMEM, -errno (e.g. -ECONNRESET), or 0 (you called
+     * sm_server_disconnect).  A peer that hangs up is read to the end
+     * first: every whole message it sent reaches on_message. */
     void (*on_close)(sm_server *s, sm_conn_id id, int reason, void *arg);
 } sm_server_handlers;
 
@@ -421,13 +444,27 @@ SM_API int sm_server_broadcast(sm_server *s, const void *msg, size_t len, sm_con
 
 /*
  * sm_server_post - sm_server_send from any other thread: msg is copied and
- * the loop is woken to queue it.  Returns 0, SM_EINVAL, SM_ETOOBIG or
- * SM_ENOMEM; a message for an id that is gone by then is dropped.
+ * the loop is woken to queue it.  Never blocks.  Posts to one id arrive
+ * in order and none is dropped while the connection lives: the loop moves
+ * them into the client's output queue while it is below high_water, and
+ * holds the rest meanwhile.  What all threads have posted and the loop has
+ * not yet queued is bounded by max_posted: beyond it this returns SM_EFULL
+ * and the caller should retry later (back-pressure, like ZeroMQ's
+ * high-water mark).  Posts for a connection that closes before the loop
+ * queues them are dropped; its on_close says so.
+ *
+ * Errors: SM_EINVAL (NULL s, msg NULL with len > 0, or id 0, which is
+ * never a connection), SM_ENOCONN (an id this process never gave out),
+ * SM_ETOOBIG, SM_EFULL (max_posted reached, or the message can never fit
+ * max_queue), SM_ENOMEM.
  */
 SM_API int sm_server_post(sm_server *s, sm_conn_id id, const void *msg, size_t len);
 
 /* sm_server_disconnect - stop reading from a client, send what is queued,
- * then close it (on_close gets reason 0).  Returns 0 or SM_ENOCONN. */
+ * then close it (on_close gets reason 0).  A client that has not taken
+ * its queue within stall_timeout_ms is reset instead (reason
+ * SM_ETIMEDOUT), so its memory is never held for long.  Returns 0 or
+ * SM_ENOCONN. */
 SM_API int sm_server_disconnect(sm_server *s, sm_conn_id id);
 
 /* sm_server_set_data / sm_server_data - one pointer of yours per
