@@ -1,10 +1,8 @@
-/* listen - listening sockets and accept (sm_listen, sm_accept, ...). */
+/* listen - the blocking listener and accept (sm_listen, sm_accept, ...),
+ * over the sockets layer's bind.  Nothing private to export. */
 #ifndef SM_LIB_LISTEN_H
 #define SM_LIB_LISTEN_H
 
 #include <sockmsg/sockmsg.h>
-
-/* The address family of l's socket (AF_INET, AF_INET6 or AF_UNIX). */
-int sm_listener_family(const sm_listener *l);
 
 #endif

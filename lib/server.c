@@ -1,9 +1,9 @@
 #include "server.h"
 
 #include "addr.h"
+#include "bind.h"
 #include "error.h"
 #include "frame.h"
-#include "listen.h"
 #include "poller.h"
 #include "sock.h"
 
@@ -74,7 +74,7 @@ struct sm_server {
     void *arg;
     sm_server_options opt;
     sm_poller *poller;
-    sm_listener **listeners;
+    sm_bound *listeners;
     int listener_count;
     int accept_paused;
     int64_t accept_retry_at;
@@ -196,7 +196,7 @@ static void touch(sm_server *s, struct client *c)
 static void set_accepting(sm_server *s, int on)
 {
     for (int i = 0; i < s->listener_count; i++)
-        sm_poller_mod(s->poller, sm_listener_fd(s->listeners[i]), LISTENER_KEY | (uint64_t)i,
+        sm_poller_mod(s->poller, s->listeners[i].fd, LISTENER_KEY | (uint64_t)i,
                       on ? SM_POLL_IN : 0);
     s->accept_paused = !on;
     if (!on) {
@@ -308,25 +308,24 @@ int sm_server_adopt(sm_server *s, int fd, sm_conn_id *id)
 
 static void accept_clients(sm_server *s, int index)
 {
-    sm_listener *l = s->listeners[index];
+    const sm_bound *l = &s->listeners[index];
     for (int i = 0; i < ACCEPT_BATCH && !s->accept_paused; i++) {
-        int fd = accept4(sm_listener_fd(l), NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
+        int fd = sm_sock_accept(l->fd, SOCK_NONBLOCK);
+        if (fd == -EMFILE || fd == -ENFILE || fd == -ENOBUFS || fd == -ENOMEM) {
             /* Out of descriptors: the client stays in the backlog, and a
              * level-triggered listener would wake us at once, forever. */
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
-                set_accepting(s, 0);
+            set_accepting(s, 0);
             return;
         }
+        if (fd < 0)
+            return;
         s->stats.accepted++;
         if (s->opt.max_conns && s->stats.conns >= (size_t)s->opt.max_conns) {
             close(fd);
             s->stats.rejected++;
             continue;
         }
-        client_open(s, fd, sm_listener_family(l));
+        client_open(s, fd, l->family);
     }
 }
 
@@ -408,18 +407,17 @@ static void queue_posts(sm_server *s, struct client *c)
  * as it is empty, so an idle client holds no buffer. */
 static void client_flush(sm_server *s, struct client *c)
 {
-    while (queued(c)) {
-        ssize_t n = send(c->fd, c->out + c->out_pos, queued(c), MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                break;
-            client_free(s, c, -errno);
+    if (queued(c)) {
+        struct iovec iov = { c->out + c->out_pos, queued(c) };
+        size_t sent = 0;
+        int rc = sm_sock_write_all(c->fd, &iov, 1, SM_NOW, &sent);
+        c->out_pos += sent;
+        if (sent)
+            c->last_output = sm_now_ms();
+        if (rc && rc != SM_ETIMEDOUT) {
+            client_free(s, c, rc);
             return;
         }
-        c->out_pos += (size_t)n;
-        c->last_output = sm_now_ms();
     }
     if (!queued(c)) {
         free(c->out);
@@ -511,8 +509,7 @@ int sm_server_input(sm_server *s, sm_conn_id id, const uint8_t *data, size_t len
  * if there may be more, or -1 if nothing is there now. */
 static int client_read(sm_server *s, struct client *c)
 {
-    /* A deadline of 0 has long passed: the read never waits. */
-    ssize_t n = sm_sock_read(c->fd, s->scratch, sizeof s->scratch, MSG_DONTWAIT, 0);
+    ssize_t n = sm_sock_read(c->fd, s->scratch, sizeof s->scratch, 0, SM_NOW);
     if (n == SM_ETIMEDOUT)
         return -1;
     if (n < 0) {
@@ -724,8 +721,11 @@ static void close_all(sm_server *s, int reason)
          * stop still reaches a client that reads.  (client_free() unlinks
          * c, which the analyzer misses.) */
         /* NOLINTNEXTLINE(clang-analyzer-unix.Malloc) */
-        if (queued(c))
-            send(c->fd, c->out + c->out_pos, queued(c), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (queued(c)) {
+            struct iovec iov = { c->out + c->out_pos, queued(c) };
+            size_t sent;
+            sm_sock_write_all(c->fd, &iov, 1, SM_NOW, &sent);
+        }
         client_free(s, c, reason);
     }
     s->dirty_len = 0;
@@ -827,31 +827,33 @@ SM_API int sm_server_listen(sm_server *s, const char *addr)
 {
     if (!s || !addr)
         return sm_error_set(SM_EINVAL, "sm_server_listen: NULL argument");
-    sm_listener **list =
-        realloc(s->listeners, (size_t)(s->listener_count + 1) * sizeof(sm_listener *));
+    sm_bound *list = realloc(s->listeners, (size_t)(s->listener_count + 1) * sizeof *list);
     if (!list)
         return sm_error_set(SM_ENOMEM, "sm_server_listen");
     s->listeners = list;
-    sm_listener *l;
-    int rc = sm_listen(&l, addr);
+    sm_addr a;
+    sm_bound b;
+    int rc = sm_addr_parse(&a, addr);
+    if (!rc)
+        rc = sm_bind(&b, &a, addr);
     if (rc)
         return rc;
     int index = s->listener_count;
-    rc = sm_poller_add(s->poller, sm_listener_fd(l), LISTENER_KEY | (uint64_t)index,
+    rc = sm_poller_add(s->poller, b.fd, LISTENER_KEY | (uint64_t)index,
                        s->accept_paused ? 0 : SM_POLL_IN);
     if (rc) {
-        sm_listener_close(l);
+        sm_unbind(&b);
         return sm_error_set(rc, "sm_server_listen %s", addr);
     }
-    s->listeners[s->listener_count++] = l;
+    s->listeners[s->listener_count++] = b;
     return index;
 }
 
 SM_API int sm_server_addr(const sm_server *s, int index, char *buf, size_t len)
 {
-    if (!s || index < 0 || index >= s->listener_count)
+    if (!s || index < 0 || index >= s->listener_count || !buf)
         return sm_error_set(SM_EINVAL, "sm_server_addr: no listener %d", index);
-    return sm_listener_addr(s->listeners[index], buf, len);
+    return sm_addr_of_fd(s->listeners[index].fd, 0, buf, len);
 }
 
 /* The checks every send-like call makes on its arguments. */
@@ -990,7 +992,7 @@ SM_API void sm_server_free(sm_server *s)
         return;
     close_all(s, SM_ESTOPPED);
     for (int i = 0; i < s->listener_count; i++)
-        sm_listener_close(s->listeners[i]);
+        sm_unbind(&s->listeners[i]);
     free(s->listeners);
     take_posts(s); /* frees them: no client is left to queue to */
     sm_poller_free(s->poller);

@@ -109,6 +109,19 @@ int sm_sock_connect_unix(int fd, const struct sockaddr *sa, socklen_t len, int64
     return rc ? rc : set_send_timeout(fd, -1);
 }
 
+int sm_sock_accept(int listen_fd, int flags)
+{
+    for (;;) {
+        int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | flags);
+        if (fd >= 0)
+            return fd;
+        /* ECONNABORTED: the client left before we took it; try the next. */
+        if (errno == EINTR || errno == ECONNABORTED)
+            continue;
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+}
+
 int sm_sock_set_nodelay(int fd, int family, int nagle)
 {
     if (family != AF_INET && family != AF_INET6)

@@ -11,7 +11,9 @@
 /* Milliseconds on CLOCK_MONOTONIC. */
 int64_t sm_now_ms(void);
 
-/* A deadline is a CLOCK_MONOTONIC time in ms, or -1 for none. */
+/* A deadline is a CLOCK_MONOTONIC time in ms, or -1 for none.  SM_NOW
+ * is one long past: a read or write tries once and never waits. */
+#define SM_NOW 0
 int64_t sm_deadline(int timeout_ms);
 
 /* Waits until fd is ready for events (POLLIN/POLLOUT).  Returns 0,
@@ -29,6 +31,11 @@ int sm_sock_connect(int fd, const struct sockaddr *sa, socklen_t len, int64_t de
 /* Connects a blocking Unix-domain fd within the deadline, waiting while
  * the listener's backlog is full.  Returns 0, SM_ETIMEDOUT or -errno. */
 int sm_sock_connect_unix(int fd, const struct sockaddr *sa, socklen_t len, int64_t deadline);
+
+/* Takes one client from a non-blocking listening socket; flags may add
+ * SOCK_NONBLOCK.  Returns its close-on-exec fd, -EAGAIN when none waits,
+ * or -errno (-EMFILE: out of descriptors, the client stays queued). */
+int sm_sock_accept(int listen_fd, int flags);
 
 /* Sets TCP_NODELAY on TCP sockets unless nagle; returns 0 or -errno. */
 int sm_sock_set_nodelay(int fd, int family, int nagle);
