@@ -1,29 +1,21 @@
 /*
- * frame - the wire format as a pure codec: no sockets, no I/O.
+ * frame - the library's stream decoder, on top of the public codec
+ * (include/sockmsg/frame.h): the same frames, plus a partial-frame buffer
+ * that it allocates and grows itself, for the event-driven server.
  *
  * A frame is a 4-byte unsigned big-endian payload length, then the payload.
  */
 #ifndef SM_LIB_FRAME_H
 #define SM_LIB_FRAME_H
 
+#include <sockmsg/frame.h>
+
 #include <stddef.h>
 #include <stdint.h>
 
-#define SM_HEADER_LEN 4
-
-/* Inline: they run once per message on the fast paths. */
-static inline void sm_frame_header_put(uint8_t out[SM_HEADER_LEN], uint32_t len)
-{
-    out[0] = (uint8_t)(len >> 24);
-    out[1] = (uint8_t)(len >> 16);
-    out[2] = (uint8_t)(len >> 8);
-    out[3] = (uint8_t)len;
-}
-
-static inline uint32_t sm_frame_header_get(const uint8_t in[SM_HEADER_LEN])
-{
-    return (uint32_t)in[0] << 24 | (uint32_t)in[1] << 16 | (uint32_t)in[2] << 8 | (uint32_t)in[3];
-}
+/* The library's name for it; sm_frame_header_put and sm_frame_header_get
+ * come from the public codec. */
+#define SM_HEADER_LEN SM_FRAME_HEADER_LEN
 
 /* Called once per complete message; msg is valid only during the call.
  * A nonzero return stops sm_decoder_feed, which returns that value. */
@@ -37,13 +29,7 @@ typedef int sm_frame_fn(void *arg, const uint8_t *msg, uint32_t len);
  * length up front) and is released as soon as the frame is delivered.
  */
 typedef struct sm_decoder {
-    uint32_t max_frame;
-    uint32_t len;  /* payload length, once header_have == 4 */
-    uint32_t have; /* payload bytes collected in payload */
-    uint32_t cap;  /* allocated size of payload */
-    uint8_t header[SM_HEADER_LEN];
-    uint8_t header_have;
-    uint8_t *payload;
+    sm_frame_decoder codec; /* its buffer, when set, is malloc()ed by us */
 } sm_decoder;
 
 void sm_decoder_init(sm_decoder *d, uint32_t max_frame);

@@ -84,7 +84,7 @@ static void check_split(const uint32_t *lens, int n, size_t chunk)
             cr_assert_eq(s.first[i], i + 1);
     }
     cr_assert_not(sm_decoder_in_frame(&d));
-    cr_assert_null(d.payload, "no buffer kept between frames");
+    cr_assert_null(d.codec.buf, "no buffer kept between frames");
     sm_decoder_free(&d);
     free(wire);
 }
@@ -128,7 +128,7 @@ Test(frame, decoder_max_is_accepted_max_plus_one_rejected)
     sm_decoder_init(&d, 1000);
     sm_frame_header_put(h, 1001);
     cr_assert_eq(sm_decoder_feed(&d, h, 4, record, &s), SM_ETOOBIG);
-    cr_assert_null(d.payload, "nothing allocated for an oversize frame");
+    cr_assert_null(d.codec.buf, "nothing allocated for an oversize frame");
     sm_decoder_free(&d);
 }
 
@@ -140,7 +140,7 @@ Test(frame, decoder_rejects_huge_header_split)
     sm_decoder_init(&d, SM_DEFAULT_MAX_FRAME);
     cr_assert_eq(sm_decoder_feed(&d, h, 2, record, &s), 0);
     cr_assert_eq(sm_decoder_feed(&d, h + 2, 2, record, &s), SM_ETOOBIG);
-    cr_assert_null(d.payload);
+    cr_assert_null(d.codec.buf);
     cr_assert_eq(s.count, 0);
     sm_decoder_free(&d);
 }
@@ -155,7 +155,7 @@ Test(frame, decoder_partial_buffer_tracks_received_bytes)
     cr_assert_eq(sm_decoder_feed(&d, h, 4, record, &s), 0);
     cr_assert_eq(sm_decoder_feed(&d, &byte, 1, record, &s), 0);
     /* One byte of a 16 MiB frame must not cost 16 MiB. */
-    cr_assert_leq(d.cap, 1024, "cap %u after one byte", d.cap);
+    cr_assert_leq(d.codec.cap, 1024, "cap %zu after one byte", d.codec.cap);
     sm_decoder_free(&d);
 }
 
