@@ -4,6 +4,9 @@
  *
  *     ./echo-server 127.0.0.1:0        (default ":29876")
  *
+ * Started by systemd with socket activation (LISTEN_FDS), it serves the
+ * sockets systemd gives it instead.
+ *
  * Ctrl-C (SIGINT) or SIGTERM shuts it down cleanly.
  */
 #include <signal.h>
@@ -33,7 +36,13 @@ int main(int argc, char **argv)
     sm_server_handlers handlers = { .on_message = on_message };
     char where[SM_ADDRSTRLEN];
 
-    if (sm_server_new(&server, &handlers, NULL, NULL) < 0 || sm_server_listen(server, addr) < 0) {
+    if (sm_server_new(&server, &handlers, NULL, NULL) < 0) {
+        fprintf(stderr, "echo-server: %s\n", sm_last_error());
+        return 1;
+    }
+    /* Sockets from systemd if it started us, else our own on addr. */
+    int inherited = sm_server_listen_inherited(server);
+    if (inherited < 0 || (inherited == 0 && sm_server_listen(server, addr) < 0)) {
         fprintf(stderr, "echo-server: %s\n", sm_last_error());
         sm_server_free(server);
         return 1;

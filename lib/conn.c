@@ -6,15 +6,19 @@
 #include "sock.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 struct sm_conn {
-    int fd;
+    int fd;     /* read from here... */
+    int out_fd; /* ...write here: the same but for a pipe pair */
+    int plain;  /* not sockets: read and writev, non-blocking */
     sm_options opt;
     pthread_mutex_t send_lock; /* one frame on the wire at a time */
     int send_error;            /* sticky once the stream is unusable; send_lock */
@@ -57,7 +61,8 @@ int sm_conn_new(int fd, int family, const sm_options *opts, sm_conn **out)
         free(c);
         return sm_error_set(-rc, "new connection");
     }
-    c->fd = fd;
+    c->fd = c->out_fd = fd;
+    c->plain = 0;
     c->opt = *opts;
     c->send_error = c->recv_error = 0;
     c->held = c->view = NULL;
@@ -67,6 +72,51 @@ int sm_conn_new(int fd, int family, const sm_options *opts, sm_conn **out)
     atomic_init(&c->holding, 0);
     c->rpos = c->rend = 0;
     *out = c;
+    return 0;
+}
+
+/* Prepares one adopted fd: close-on-exec like every fd of the library's,
+ * and, unless a socket, non-blocking (read and writev have no
+ * MSG_DONTWAIT: deadlines go through poll).  Returns 1 for a socket, 0
+ * for another stream, or -errno. */
+static int adopt_fd(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+        return -errno;
+    if (S_ISSOCK(st.st_mode))
+        return 1;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -errno;
+    return 0;
+}
+
+SM_API int sm_conn_adopt(sm_conn **out, int read_fd, int write_fd, const sm_options *opts)
+{
+    if (out)
+        *out = NULL;
+    if (!out || read_fd < 0 || write_fd < 0)
+        return sm_error_set(SM_EINVAL, "sm_conn_adopt: NULL out or negative fd");
+    sm_options opt;
+    int rc = sm_options_resolve(&opt, opts);
+    if (rc)
+        return rc;
+    int reader = adopt_fd(read_fd);
+    int writer = write_fd == read_fd ? reader : adopt_fd(write_fd);
+    if (reader < 0 || writer < 0)
+        return sm_error_set(reader < 0 ? reader : writer, "sm_conn_adopt");
+    if (reader != writer)
+        return sm_error_set(SM_EINVAL, "sm_conn_adopt: a socket and a non-socket");
+    struct sockaddr_storage ss = { 0 };
+    socklen_t len = sizeof ss;
+    if (reader && getsockname(read_fd, (struct sockaddr *)&ss, &len) < 0)
+        return sm_error_set(-errno, "sm_conn_adopt: getsockname");
+    rc = sm_conn_new(read_fd, reader ? ss.ss_family : AF_UNSPEC, &opt, out);
+    if (rc)
+        return rc;
+    (*out)->out_fd = write_fd;
+    (*out)->plain = !reader;
     return 0;
 }
 
@@ -240,7 +290,7 @@ static int write_frames(sm_conn *c, const struct iovec *iov, int count, int64_t 
     }
     int first = c->held_len ? 0 : 1;
     size_t sent = 0;
-    int rc = sm_sock_write_all(c->fd, all + first, count + 1 - first, deadline, &sent);
+    int rc = sm_io_write_all(c->out_fd, c->plain, all + first, count + 1 - first, deadline, &sent);
     if (rc == 0) {
         release_held(c);
         return 0;
@@ -351,7 +401,8 @@ static int fill(sm_conn *c, size_t need, int64_t deadline)
         c->rpos = 0;
     }
     while (c->rend - c->rpos < need) {
-        ssize_t n = sm_sock_read(c->fd, c->rbuf + c->rend, sizeof c->rbuf - c->rend, 0, deadline);
+        ssize_t n =
+            sm_io_read(c->fd, c->plain, c->rbuf + c->rend, sizeof c->rbuf - c->rend, 0, deadline);
         if (n == 0)
             return c->rend == c->rpos ? SM_ECLOSED : SM_ETRUNCATED;
         if (n < 0)
@@ -421,7 +472,7 @@ static int read_large(sm_conn *c, uint8_t *dst, uint32_t len, int64_t deadline)
         c->rpos = c->rend = 0;
     }
     while (done < len) {
-        ssize_t n = sm_sock_read(c->fd, dst + done, len - done, MSG_WAITALL, deadline);
+        ssize_t n = sm_io_read(c->fd, c->plain, dst + done, len - done, MSG_WAITALL, deadline);
         if (n == SM_ETIMEDOUT)
             return park_large(c, dst, len, done);
         if (n <= 0)
@@ -561,7 +612,7 @@ SM_API int sm_conn_set_options(sm_conn *c, const sm_options *opts)
     int rc = sm_options_resolve(&opt, opts);
     if (rc)
         return rc;
-    if (opt.nagle != c->opt.nagle) {
+    if (opt.nagle != c->opt.nagle && !c->plain) {
         struct sockaddr_storage ss = { 0 };
         socklen_t len = sizeof ss;
         if (getsockname(c->fd, (struct sockaddr *)&ss, &len) < 0)
@@ -595,6 +646,8 @@ SM_API void sm_close(sm_conn *c)
     if (c->held_len)
         sm_flush(c);
     close(c->fd);
+    if (c->out_fd != c->fd)
+        close(c->out_fd);
     pthread_mutex_destroy(&c->send_lock);
     free(c->held);
     free(c->view);

@@ -268,22 +268,19 @@ static int grow_table(sm_server *s, int fd)
     return 0;
 }
 
-/* Registers fd as a new client; NULL (and fd closed) on failure. */
+/* Registers fd as a new client; NULL on failure (fd still the caller's). */
 static struct client *client_open(sm_server *s, int fd, int family)
 {
     struct client *c = NULL;
     if ((uint64_t)fd > ID_FD_MASK || ((size_t)fd >= s->by_fd_len && grow_table(s, fd)) ||
-        !(c = calloc(1, sizeof *c))) {
-        close(fd);
+        !(c = calloc(1, sizeof *c)))
         return NULL;
-    }
     c->fd = fd;
     c->id = (sm_conn_id)(atomic_fetch_add(&next_sequence, 1) << ID_FD_BITS) | (uint64_t)fd;
     c->interest = SM_POLL_IN | SM_POLL_HUP;
     c->posted_tail = &c->posted;
     if (sm_poller_add(s->poller, fd, c->id, c->interest)) {
         free(c);
-        close(fd);
         return NULL;
     }
     sm_sock_set_nodelay(fd, family, s->opt.nagle);
@@ -297,12 +294,19 @@ static struct client *client_open(sm_server *s, int fd, int family)
     return c;
 }
 
-int sm_server_adopt(sm_server *s, int fd, sm_conn_id *id)
+SM_API int sm_server_adopt(sm_server *s, int fd, sm_conn_id *id)
 {
-    struct client *c = client_open(s, fd, AF_UNIX);
+    if (!s || fd < 0)
+        return sm_error_set(SM_EINVAL, "sm_server_adopt: NULL server or negative fd");
+    int family;
+    int rc = sm_sock_adopt(fd, 0, &family);
+    if (rc)
+        return sm_error_set(rc, "sm_server_adopt: fd %d", fd);
+    struct client *c = client_open(s, fd, family);
     if (!c)
-        return SM_ENOMEM;
-    *id = c->id;
+        return sm_error_set(SM_ENOMEM, "sm_server_adopt: fd %d", fd);
+    if (id)
+        *id = c->id;
     return 0;
 }
 
@@ -325,7 +329,8 @@ static void accept_clients(sm_server *s, int index)
             s->stats.rejected++;
             continue;
         }
-        client_open(s, fd, l->family);
+        if (!client_open(s, fd, l->family))
+            close(fd);
     }
 }
 
@@ -410,7 +415,7 @@ static void client_flush(sm_server *s, struct client *c)
     if (queued(c)) {
         struct iovec iov = { c->out + c->out_pos, queued(c) };
         size_t sent = 0;
-        int rc = sm_sock_write_all(c->fd, &iov, 1, SM_NOW, &sent);
+        int rc = sm_io_write_all(c->fd, 0, &iov, 1, SM_NOW, &sent);
         c->out_pos += sent;
         if (sent)
             c->last_output = sm_now_ms();
@@ -509,7 +514,7 @@ int sm_server_input(sm_server *s, sm_conn_id id, const uint8_t *data, size_t len
  * if there may be more, or -1 if nothing is there now. */
 static int client_read(sm_server *s, struct client *c)
 {
-    ssize_t n = sm_sock_read(c->fd, s->scratch, sizeof s->scratch, 0, SM_NOW);
+    ssize_t n = sm_io_read(c->fd, 0, s->scratch, sizeof s->scratch, 0, SM_NOW);
     if (n == SM_ETIMEDOUT)
         return -1;
     if (n < 0) {
@@ -724,7 +729,7 @@ static void close_all(sm_server *s, int reason)
         if (queued(c)) {
             struct iovec iov = { c->out + c->out_pos, queued(c) };
             size_t sent;
-            sm_sock_write_all(c->fd, &iov, 1, SM_NOW, &sent);
+            sm_io_write_all(c->fd, 0, &iov, 1, SM_NOW, &sent);
         }
         client_free(s, c, reason);
     }
@@ -823,14 +828,26 @@ SM_API int sm_server_new(sm_server **out, const sm_server_handlers *handlers,
     return 0;
 }
 
+/* Watches a bound socket for clients; returns its index or an error. */
+static int add_listener(sm_server *s, sm_bound *b, const char *what)
+{
+    sm_bound *list = realloc(s->listeners, (size_t)(s->listener_count + 1) * sizeof *list);
+    if (!list)
+        return sm_error_set(SM_ENOMEM, "%s", what);
+    s->listeners = list;
+    int index = s->listener_count;
+    int rc = sm_poller_add(s->poller, b->fd, LISTENER_KEY | (uint64_t)index,
+                           s->accept_paused ? 0 : SM_POLL_IN);
+    if (rc)
+        return sm_error_set(rc, "%s", what);
+    s->listeners[s->listener_count++] = *b;
+    return index;
+}
+
 SM_API int sm_server_listen(sm_server *s, const char *addr)
 {
     if (!s || !addr)
         return sm_error_set(SM_EINVAL, "sm_server_listen: NULL argument");
-    sm_bound *list = realloc(s->listeners, (size_t)(s->listener_count + 1) * sizeof *list);
-    if (!list)
-        return sm_error_set(SM_ENOMEM, "sm_server_listen");
-    s->listeners = list;
     sm_addr a;
     sm_bound b;
     int rc = sm_addr_parse(&a, addr);
@@ -838,15 +855,42 @@ SM_API int sm_server_listen(sm_server *s, const char *addr)
         rc = sm_bind(&b, &a, addr);
     if (rc)
         return rc;
-    int index = s->listener_count;
-    rc = sm_poller_add(s->poller, b.fd, LISTENER_KEY | (uint64_t)index,
-                       s->accept_paused ? 0 : SM_POLL_IN);
-    if (rc) {
+    rc = add_listener(s, &b, addr);
+    if (rc < 0)
         sm_unbind(&b);
-        return sm_error_set(rc, "sm_server_listen %s", addr);
+    return rc;
+}
+
+SM_API int sm_server_listen_fd(sm_server *s, int fd)
+{
+    if (!s || fd < 0)
+        return sm_error_set(SM_EINVAL, "sm_server_listen_fd: NULL server or negative fd");
+    sm_bound b = { .fd = fd };
+    int rc = sm_sock_adopt(fd, 1, &b.family);
+    if (rc)
+        return sm_error_set(rc, "sm_server_listen_fd: fd %d", fd);
+    return add_listener(s, &b, "sm_server_listen_fd");
+}
+
+/* systemd's protocol (sd_listen_fds(3)): the sockets are fds 3, 4, ...,
+ * LISTEN_FDS of them, meant for the process LISTEN_PID. */
+SM_API int sm_server_listen_inherited(sm_server *s)
+{
+    if (!s)
+        return sm_error_set(SM_EINVAL, "sm_server_listen_inherited: NULL server");
+    const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+    if (!pid || !fds || strtol(pid, NULL, 10) != (long)getpid())
+        return 0;
+    long count = strtol(fds, NULL, 10);
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    for (long i = 0; i < count && i < 1024; i++) {
+        int rc = sm_server_listen_fd(s, 3 + (int)i);
+        if (rc < 0)
+            return rc;
     }
-    s->listeners[s->listener_count++] = b;
-    return index;
+    return count < 0 ? 0 : (int)count;
 }
 
 SM_API int sm_server_addr(const sm_server *s, int index, char *buf, size_t len)

@@ -5,12 +5,6 @@
 
 #include <sockmsg/sockmsg.h>
 
-/* Registers a connected, non-blocking fd (e.g. one end of a socketpair) as
- * a client, as if accepted, and stores its id.  Returns 0 or SM_ENOMEM
- * (fd closed).  For driving the server without a network, as the fuzzer
- * does. */
-int sm_server_adopt(sm_server *s, int fd, sm_conn_id *id);
-
 /* Handles bytes as if just read from client id; len 0 is end of stream.
  * Returns 0 or SM_ENOCONN.  Loop thread only. */
 int sm_server_input(sm_server *s, sm_conn_id id, const uint8_t *data, size_t len);

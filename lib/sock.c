@@ -7,7 +7,10 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -122,6 +125,24 @@ int sm_sock_accept(int listen_fd, int flags)
     }
 }
 
+int sm_sock_adopt(int fd, int listening, int *family)
+{
+    int on = 0;
+    socklen_t on_len = sizeof on;
+    struct sockaddr_storage ss = { 0 };
+    socklen_t len = sizeof ss;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &on_len) < 0 ||
+        getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return -errno;
+    if (!on != !listening)
+        return SM_EINVAL;
+    int rc = set_blocking(fd, 0);
+    if (!rc && fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+        rc = -errno;
+    *family = ss.ss_family;
+    return rc;
+}
+
 int sm_sock_set_nodelay(int fd, int family, int nagle)
 {
     if (family != AF_INET && family != AF_INET6)
@@ -130,14 +151,21 @@ int sm_sock_set_nodelay(int fd, int family, int nagle)
     return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) < 0 ? -errno : 0;
 }
 
-/* With no deadline the socket simply blocks (one syscall per read); with
- * one, MSG_DONTWAIT and poll() bound the wait. */
-ssize_t sm_sock_read(int fd, void *buf, size_t len, int flags, int64_t deadline)
+/* One read: recv on a socket; read on any other fd, which is
+ * non-blocking, so a wait always goes through poll and its deadline. */
+static ssize_t read_once(int fd, int plain, void *buf, size_t len, int flags)
+{
+    return plain ? read(fd, buf, len) : recv(fd, buf, len, flags);
+}
+
+/* With no deadline a blocking socket simply blocks (one syscall per
+ * read); with one, MSG_DONTWAIT and poll() bound the wait. */
+ssize_t sm_io_read(int fd, int plain, void *buf, size_t len, int flags, int64_t deadline)
 {
     if (deadline >= 0)
         flags = (flags & ~MSG_WAITALL) | MSG_DONTWAIT;
     for (;;) {
-        ssize_t n = recv(fd, buf, len, flags);
+        ssize_t n = read_once(fd, plain, buf, len, flags);
         if (n >= 0)
             return n;
         if (errno == EINTR)
@@ -163,14 +191,45 @@ static void advance(struct iovec **iov, int *iovcnt, size_t n)
     }
 }
 
-int sm_sock_write_all(int fd, struct iovec *iov, int iovcnt, int64_t deadline, size_t *sent)
+/* writev to a pipe whose reader has gone raises SIGPIPE, and the library
+ * promises never to: the signal is blocked in this thread for the call,
+ * and taken back if this write raised it. */
+static ssize_t writev_quietly(int fd, const struct iovec *iov, int iovcnt)
+{
+    sigset_t pipe_only, old, pending;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    sigpending(&pending);
+    int was_pending = sigismember(&pending, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+    ssize_t n = writev(fd, iov, iovcnt);
+    int err = errno;
+    if (n < 0 && err == EPIPE && !was_pending) {
+        static const struct timespec now;
+        sigtimedwait(&pipe_only, NULL, &now);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = err;
+    return n;
+}
+
+/* One write: sendmsg on a socket; writev on any other (non-blocking) fd. */
+static ssize_t write_once(int fd, int plain, struct iovec *iov, int iovcnt, int flags)
+{
+    if (plain)
+        return writev_quietly(fd, iov, iovcnt);
+    struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)iovcnt };
+    return sendmsg(fd, &msg, flags);
+}
+
+int sm_io_write_all(int fd, int plain, struct iovec *iov, int iovcnt, int64_t deadline,
+                    size_t *sent)
 {
     /* MSG_NOSIGNAL: a vanished peer is an EPIPE return, never SIGPIPE. */
     int flags = MSG_NOSIGNAL | (deadline >= 0 ? MSG_DONTWAIT : 0);
     *sent = 0;
     while (iovcnt > 0) {
-        struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)iovcnt };
-        ssize_t n = sendmsg(fd, &msg, flags);
+        ssize_t n = write_once(fd, plain, iov, iovcnt, flags);
         if (n >= 0) {
             *sent += (size_t)n;
             advance(&iov, &iovcnt, (size_t)n);

@@ -37,15 +37,28 @@ int sm_sock_connect_unix(int fd, const struct sockaddr *sa, socklen_t len, int64
  * or -errno (-EMFILE: out of descriptors, the client stays queued). */
 int sm_sock_accept(int listen_fd, int flags);
 
+/* Takes in a socket from outside the library (a caller, a parent,
+ * systemd): checks it is a socket that listens (listening != 0) or not,
+ * makes it non-blocking and close-on-exec, and stores its family.
+ * Returns 0, SM_EINVAL (listening or not, against the wish) or -errno
+ * (-ENOTSOCK: not a socket). */
+int sm_sock_adopt(int fd, int listening, int *family);
+
 /* Sets TCP_NODELAY on TCP sockets unless nagle; returns 0 or -errno. */
 int sm_sock_set_nodelay(int fd, int family, int nagle);
 
-/* One recv() that waits up to the deadline: returns bytes read (> 0), 0 at
- * end of stream, SM_ETIMEDOUT or -errno.  flags may add MSG_WAITALL. */
-ssize_t sm_sock_read(int fd, void *buf, size_t len, int flags, int64_t deadline);
+/* A connection's descriptor is a socket, or with plain set any other
+ * stream fd (a pipe, a serial port), which must then be non-blocking. */
 
-/* Writes all of iov (modified in place) within the deadline.  *sent counts
- * the bytes written, also on failure.  Returns 0, SM_ETIMEDOUT or -errno. */
-int sm_sock_write_all(int fd, struct iovec *iov, int iovcnt, int64_t deadline, size_t *sent);
+/* One read that waits up to the deadline: returns bytes read (> 0), 0 at
+ * end of stream, SM_ETIMEDOUT or -errno.  flags (sockets) may add
+ * MSG_WAITALL. */
+ssize_t sm_io_read(int fd, int plain, void *buf, size_t len, int flags, int64_t deadline);
+
+/* Writes all of iov (modified in place) within the deadline, never
+ * raising SIGPIPE.  *sent counts the bytes written, also on failure.
+ * Returns 0, SM_ETIMEDOUT or -errno. */
+int sm_io_write_all(int fd, int plain, struct iovec *iov, int iovcnt, int64_t deadline,
+                    size_t *sent);
 
 #endif

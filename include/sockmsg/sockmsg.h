@@ -174,6 +174,24 @@ SM_API int sm_connect(sm_conn **out, const char *addr);
 SM_API int sm_connect_opts(sm_conn **out, const char *addr, const sm_options *opts);
 
 /*
+ * sm_conn_adopt - make a connection of a byte stream you already have.
+ *
+ * read_fd and write_fd are one descriptor for a connected socket (from
+ * socketpair, accept, or inherited from a parent process) or a serial port
+ * set to raw mode (cfmakeraw), or the two ends of a pipe pair.  The frames
+ * and every call work as on a connection from sm_connect.  On success the
+ * connection owns the descriptors: sm_close closes them (once, if equal).
+ * Both are made close-on-exec; a descriptor that is not a socket is made
+ * non-blocking, so timeouts can be kept.  opts may be NULL.  Does not
+ * block.  On failure the descriptors stay yours, unchanged but for those
+ * flags.
+ *
+ * Errors: SM_EINVAL (NULL out, a negative fd, or a socket paired with a
+ * non-socket), SM_ENOMEM, -errno (-EBADF: not an open descriptor).
+ */
+SM_API int sm_conn_adopt(sm_conn **out, int read_fd, int write_fd, const sm_options *opts);
+
+/*
  * sm_send - send len bytes from msg as one message.
  *
  * Blocks until the whole frame is handed to the kernel or send_timeout_ms
@@ -413,6 +431,40 @@ SM_API int sm_server_new(sm_server **out, const sm_server_handlers *handlers,
  * for sm_server_addr, or an error as sm_listen's.
  */
 SM_API int sm_server_listen(sm_server *s, const char *addr);
+
+/*
+ * sm_server_listen_fd - also accept clients on fd, a listening stream
+ * socket you made or inherited (TCP or Unix).  The server owns it from
+ * then on and makes it non-blocking and close-on-exec; it closes it in
+ * sm_server_free (a Unix socket's file is left alone: it is not ours).
+ * Returns the listener's index.  Errors: SM_EINVAL (NULL s, negative fd,
+ * or a socket that does not listen), SM_ENOMEM, -errno (-ENOTSOCK); on
+ * failure fd stays yours.
+ */
+SM_API int sm_server_listen_fd(sm_server *s, int fd);
+
+/*
+ * sm_server_listen_inherited - serve the sockets systemd passed (socket
+ * activation: LISTEN_PID is this process and LISTEN_FDS counts the
+ * listening sockets from fd 3 on; see sd_listen_fds(3)).  Each becomes a
+ * listener as with sm_server_listen_fd, and the variables are removed
+ * from the environment so children do not take them.  Returns how many
+ * listeners were added, 0 when the process was not socket-activated, or
+ * an error as sm_server_listen_fd's.
+ */
+SM_API int sm_server_listen_inherited(sm_server *s);
+
+/*
+ * sm_server_adopt - serve fd, a connected stream socket (e.g. one end of a
+ * socketpair, or a connection accepted or inherited elsewhere), as if a
+ * listener had accepted it: on_open is called before this returns, and
+ * the id goes to *id (id may be NULL).  The server owns fd from then on
+ * and makes it non-blocking and close-on-exec.  Loop thread only.
+ * Errors: SM_EINVAL (NULL s, negative fd, or a listening socket),
+ * SM_ENOMEM, -errno (-ENOTSOCK: pipes and serial ports are for
+ * sm_conn_adopt); on failure fd stays yours.
+ */
+SM_API int sm_server_adopt(sm_server *s, int fd, sm_conn_id *id);
 
 /* sm_server_addr - the bound address of listener index, as
  * sm_listener_addr.  Errors: SM_EINVAL (no such index or short buf). */
