@@ -997,7 +997,8 @@ static int collect_echoes(int *fds, int *served, int total_ms, int quiet_ms, cha
 #define FD_CPU_MS 150 /* its CPU in 1 s of being full: it must idle */
 #define FD_BOUND (4 * MiB)
 
-static int collect(int *fds, int *served, int total_ms, int quiet_ms)
+/* collect_echoes, failing the test on a wrong or failed reply. */
+static int count_echoes(int *fds, int *served, int total_ms, int quiet_ms)
 {
     char fail[256] = "";
     int got = collect_echoes(fds, served, total_ms, quiet_ms, fail, sizeof fail);
@@ -1016,7 +1017,7 @@ Test(hostile, out_of_descriptors_pauses_without_spinning, .timeout = 40)
         int n = snprintf(msg, sizeof msg, "hello %d", i);
         cr_assert_eq(raw_send_frame(fds[i], msg, (size_t)n), 0);
     }
-    int first = collect(fds, served, 5000, 700);
+    int first = count_echoes(fds, served, 5000, 700);
     int waiting = FD_CLIENTS - first;
     cr_assert(first > 10 && waiting > 10, "%d served, %d waiting: the limit did not bite", first,
               waiting);
@@ -1024,7 +1025,7 @@ Test(hostile, out_of_descriptors_pauses_without_spinning, .timeout = 40)
     long cpu0 = cpu_ms(e.pid);
     sleep_ms(1000);
     long cpu = cpu_ms(e.pid) - cpu0;
-    int late = collect(fds, served, 1, 1000);
+    int late = count_echoes(fds, served, 1, 1000);
     cr_log_info("fd limit %d: %d served, %d waiting; server CPU %ld ms in 1 s while full", FD_LIMIT,
                 first, waiting, cpu);
     fprintf(stderr, "hostile: out of fds: %d served, %d waiting, server CPU %ld ms in 1 s\n", first,
@@ -1039,7 +1040,7 @@ Test(hostile, out_of_descriptors_pauses_without_spinning, .timeout = 40)
                 close(fds[i]);
                 fds[i] = -1;
             }
-        rest += collect(fds, served, 5000, 1000);
+        rest += count_echoes(fds, served, 5000, 1000);
     }
     cr_assert_eq(rest, waiting, "once served clients left, %d of %d waiting clients were served",
                  rest, waiting);
