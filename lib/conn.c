@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -16,9 +17,10 @@
 #include <unistd.h>
 
 struct sm_conn {
-    int fd;     /* read from here... */
-    int out_fd; /* ...write here: the same but for a pipe pair */
-    int plain;  /* not sockets: read and writev, non-blocking */
+    int fd;         /* read from here... */
+    int out_fd;     /* ...write here: the same but for a pipe pair */
+    int plain;      /* not sockets: read and writev, non-blocking */
+    int connecting; /* a non-blocking connect is in progress */
     sm_options opt;
     pthread_mutex_t send_lock; /* one frame on the wire at a time */
     int send_error;            /* sticky once the stream is unusable; send_lock */
@@ -48,6 +50,18 @@ int sm_options_resolve(sm_options *dst, const sm_options *opts)
     return 0;
 }
 
+/* A call's deadline: none to wait for at all on a non-blocking connection. */
+static int64_t call_deadline(const sm_conn *c, int timeout_ms)
+{
+    return c->opt.nonblocking ? SM_NOW : sm_deadline(timeout_ms);
+}
+
+/* On a non-blocking connection, "the deadline passed" means "not now". */
+static int would_block(const sm_conn *c, int rc)
+{
+    return c->opt.nonblocking && rc == SM_ETIMEDOUT ? SM_EAGAIN : rc;
+}
+
 int sm_conn_new(int fd, int family, const sm_options *opts, sm_conn **out)
 {
     int rc = sm_sock_set_nodelay(fd, family, opts->nagle);
@@ -62,7 +76,7 @@ int sm_conn_new(int fd, int family, const sm_options *opts, sm_conn **out)
         return sm_error_set(-rc, "new connection");
     }
     c->fd = c->out_fd = fd;
-    c->plain = 0;
+    c->plain = c->connecting = 0;
     c->opt = *opts;
     c->send_error = c->recv_error = 0;
     c->held = c->view = NULL;
@@ -165,6 +179,38 @@ static int connect_tcp(const sm_addr *a, const char *text, int timeout_ms, int *
     return sm_error_set(rc, "connect to %s (%s)", tried, text);
 }
 
+/* Starts a non-blocking connect to the first address: one fd from start to
+ * finish, so the caller's poll keeps watching the right one.  Returns the
+ * fd, with *pending set while the connect is in progress, or an error. */
+static int start_connect(const sm_addr *a, const char *text, int *family, int *pending)
+{
+    const struct sockaddr *sa = (const struct sockaddr *)&a->unix_addr;
+    socklen_t sa_len = a->unix_len;
+    struct addrinfo *list = NULL;
+    *family = AF_UNIX;
+    if (!a->is_unix) {
+        int rc = sm_addr_resolve(a, 0, &list);
+        if (rc)
+            return rc;
+        sa = list->ai_addr;
+        sa_len = list->ai_addrlen;
+        *family = list->ai_family;
+    }
+    int fd = sm_socket(*family, SOCK_NONBLOCK);
+    int rc = fd < 0 ? fd : connect(fd, sa, sa_len) == 0 ? 0 : -errno;
+    if (list)
+        freeaddrinfo(list);
+    *pending = rc == -EINPROGRESS;
+    if (rc == 0 || *pending)
+        return fd;
+    if (fd >= 0)
+        close(fd);
+    /* A Unix listener with a full backlog: nothing is in progress to wait for. */
+    if (rc == -EAGAIN)
+        rc = SM_EAGAIN;
+    return sm_error_set(rc, "connect to %s", text);
+}
+
 SM_API int sm_connect_opts(sm_conn **out, const char *addr, const sm_options *opts)
 {
     if (!out || !addr)
@@ -177,14 +223,18 @@ SM_API int sm_connect_opts(sm_conn **out, const char *addr, const sm_options *op
         rc = sm_addr_parse(&a, addr);
     if (rc)
         return rc;
-    int family = AF_UNIX;
+    int family = AF_UNIX, pending = 0;
     int fd;
-    if (a.is_unix) {
+    if (!a.is_unix && strcmp(a.port, "0") == 0) {
+        return sm_error_set(SM_EADDR, "connect to %s: port 0 is only for listening", addr);
+    } else if (opt.nonblocking) {
+        fd = start_connect(&a, addr, &family, &pending);
+        if (fd < 0)
+            return fd;
+    } else if (a.is_unix) {
         fd = connect_unix(&a, sm_deadline(opt.connect_timeout_ms));
         if (fd < 0)
             return sm_error_set(fd, "connect to %s", addr);
-    } else if (strcmp(a.port, "0") == 0) {
-        return sm_error_set(SM_EADDR, "connect to %s: port 0 is only for listening", addr);
     } else {
         fd = connect_tcp(&a, addr, opt.connect_timeout_ms, &family);
         if (fd < 0)
@@ -193,7 +243,47 @@ SM_API int sm_connect_opts(sm_conn **out, const char *addr, const sm_options *op
     rc = sm_conn_new(fd, family, &opt, out);
     if (rc)
         close(fd);
+    else
+        (*out)->connecting = pending;
     return rc;
+}
+
+/* Whether a non-blocking connect has finished: 0 once connected,
+ * SM_EAGAIN while in progress, or its error, which then sticks. */
+static int finish_connect(sm_conn *c)
+{
+    if (!c->connecting)
+        return 0;
+    struct pollfd p = { .fd = c->fd, .events = POLLOUT };
+    int n = poll(&p, 1, 0);
+    if (n == 0)
+        return SM_EAGAIN;
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (n < 0 || getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    c->connecting = 0;
+    if (err)
+        c->send_error = c->recv_error = -err;
+    return -err;
+}
+
+SM_API int sm_conn_connected(sm_conn *c)
+{
+    if (!c)
+        return sm_error_set(SM_EINVAL, "sm_conn_connected: NULL connection");
+    int rc = finish_connect(c);
+    return rc && rc != SM_EAGAIN ? sm_error_set(rc, "connect") : rc;
+}
+
+SM_API int sm_conn_events(const sm_conn *c)
+{
+    if (!c)
+        return 0;
+    if (c->connecting)
+        return SM_WANT_WRITE;
+    return SM_WANT_READ |
+           (atomic_load_explicit(&c->holding, memory_order_relaxed) ? SM_WANT_WRITE : 0);
 }
 
 SM_API int sm_connect(sm_conn **out, const char *addr)
@@ -307,10 +397,11 @@ static int write_frames(sm_conn *c, const struct iovec *iov, int count, int64_t 
     return rc;
 }
 
-/* Appends one frame to the held bytes; send_lock held, and it fits. */
+/* Appends one frame to the held bytes; send_lock held. */
 static int hold_frame(sm_conn *c, const uint8_t *header, const void *msg, size_t len)
 {
-    if (reserve_held(c, SM_SEND_BUFFER))
+    size_t need = c->held_len + SM_HEADER_LEN + len;
+    if (reserve_held(c, need > SM_SEND_BUFFER ? need : SM_SEND_BUFFER))
         return SM_ENOMEM;
     memcpy(c->held + c->held_len, header, SM_HEADER_LEN);
     if (len)
@@ -330,17 +421,24 @@ SM_API int sm_send_flags(sm_conn *c, const void *msg, size_t len, int flags)
     sm_frame_header_put(header, (uint32_t)len);
     struct iovec frame[2] = { { header, sizeof header }, { (void *)msg, len } };
 
-    int64_t deadline = sm_deadline(c->opt.send_timeout_ms);
+    int64_t deadline = call_deadline(c, c->opt.send_timeout_ms);
     int rc = lock_send(c, deadline);
     if (rc)
-        return sm_error_set(rc, "send %zu bytes: wait for another thread's send", len);
-    rc = c->send_error;
+        return sm_error_set(would_block(c, rc), "send %zu bytes: another thread sends", len);
+    rc = finish_connect(c);
+    if (!rc)
+        rc = c->send_error;
     if (!rc && (flags & SM_MORE) && c->held_len + SM_HEADER_LEN + len <= SM_SEND_BUFFER)
         rc = hold_frame(c, header, msg, len);
     else if (!rc)
         rc = write_frames(c, frame, 2, deadline);
+    /* Non-blocking: what the socket cannot take now waits in the held
+     * buffer, up to SM_SEND_BUFFER bytes (or one larger frame alone). */
+    if (rc == SM_ETIMEDOUT && c->opt.nonblocking &&
+        (!c->held_len || c->held_len + SM_HEADER_LEN + len <= SM_SEND_BUFFER))
+        rc = hold_frame(c, header, msg, len);
     pthread_mutex_unlock(&c->send_lock);
-    return rc ? sm_error_set(rc, "send %zu bytes", len) : 0;
+    return rc ? sm_error_set(would_block(c, rc), "send %zu bytes", len) : 0;
 }
 
 SM_API int sm_send(sm_conn *c, const void *msg, size_t len)
@@ -352,13 +450,15 @@ SM_API int sm_flush(sm_conn *c)
 {
     if (!c)
         return sm_error_set(SM_EINVAL, "sm_flush: NULL connection");
-    int64_t deadline = sm_deadline(c->opt.send_timeout_ms);
+    int64_t deadline = call_deadline(c, c->opt.send_timeout_ms);
     int rc = lock_send(c, deadline);
     if (rc)
-        return sm_error_set(rc, "flush: wait for another thread's send");
-    rc = c->held_len ? write_frames(c, NULL, 0, deadline) : c->send_error;
+        return sm_error_set(would_block(c, rc), "flush: another thread sends");
+    rc = finish_connect(c);
+    if (!rc)
+        rc = c->held_len ? write_frames(c, NULL, 0, deadline) : c->send_error;
     pthread_mutex_unlock(&c->send_lock);
-    return rc ? sm_error_set(rc, "flush held messages") : 0;
+    return rc ? sm_error_set(would_block(c, rc), "flush held messages") : 0;
 }
 
 /* A receive writes held messages first: the reply may depend on them.
@@ -372,8 +472,12 @@ static int flush_before_receive(sm_conn *c)
         return 0;
     if (pthread_mutex_trylock(&c->send_lock) != 0)
         return 0;
-    int rc = c->held_len ? write_frames(c, NULL, 0, sm_deadline(c->opt.send_timeout_ms)) : 0;
+    int rc = c->held_len ? write_frames(c, NULL, 0, call_deadline(c, c->opt.send_timeout_ms)) : 0;
     pthread_mutex_unlock(&c->send_lock);
+    /* Non-blocking, what the socket cannot take yet stays held for later:
+     * the messages already here can still be received. */
+    if (rc == SM_ETIMEDOUT && c->opt.nonblocking)
+        rc = 0;
     return rc ? sm_error_set(rc, "flush held messages") : 0;
 }
 
@@ -382,7 +486,7 @@ static int recv_fail(sm_conn *c, int rc, int resumable, const char *what)
 {
     if (!(resumable && rc == SM_ETIMEDOUT))
         c->recv_error = rc;
-    return sm_error_set(rc, "receive %s", what);
+    return sm_error_set(would_block(c, rc), "receive %s", what);
 }
 
 /* Ensures `need` bytes (at most sizeof rbuf) are buffered, reading as much
@@ -484,10 +588,37 @@ static int read_large(sm_conn *c, uint8_t *dst, uint32_t len, int64_t deadline)
 
 /* Moves the payload of the next frame (header buffered, or a large frame
  * already begun) into dst. */
+/* Reads a large frame into c->view, grown to hold it. */
+static int gather_large(sm_conn *c, size_t len, int64_t deadline)
+{
+    if (len > c->view_cap) {
+        /* realloc keeps the bytes of a frame a timeout cut. */
+        uint8_t *p = realloc(c->view, len);
+        if (!p)
+            return sm_error_set(SM_ENOMEM, "receive: %zu bytes", len);
+        c->view = p;
+        c->view_cap = len;
+    }
+    return read_large(c, c->view, (uint32_t)len, deadline);
+}
+
 static int read_payload(sm_conn *c, uint8_t *dst, size_t len, int64_t deadline)
 {
-    if (len > SM_RECV_BUFFER)
+    if (len > SM_RECV_BUFFER && (!c->opt.nonblocking || dst == c->view))
         return read_large(c, dst, (uint32_t)len, deadline);
+    if (len > SM_RECV_BUFFER) {
+        /* Non-blocking, a large frame comes over many calls: it gathers in
+         * c->view, so a call that returns SM_EAGAIN copies nothing, and is
+         * copied out once, whole. */
+        int rc = gather_large(c, len, deadline);
+        if (!rc) {
+            memcpy(dst, c->view, len);
+            free(c->view);
+            c->view = NULL;
+            c->view_cap = 0;
+        }
+        return rc;
+    }
     /* Gather the whole frame before consuming any of it, so a timeout here
      * loses nothing. */
     int rc = fill(c, SM_HEADER_LEN + len, deadline);
@@ -502,10 +633,12 @@ static int read_payload(sm_conn *c, uint8_t *dst, size_t len, int64_t deadline)
  * and wait for the next header.  Returns its length or an error. */
 static int64_t begin_receive(sm_conn *c, int64_t *deadline)
 {
-    int rc = flush_before_receive(c);
+    int rc = finish_connect(c);
+    if (!rc)
+        rc = flush_before_receive(c);
     if (rc)
         return rc;
-    *deadline = sm_deadline(c->opt.recv_timeout_ms);
+    *deadline = call_deadline(c, c->opt.recv_timeout_ms);
     return next_length(c, *deadline);
 }
 
@@ -535,6 +668,16 @@ SM_API ssize_t sm_recv_alloc(sm_conn *c, void **msg)
     int64_t len = begin_receive(c, &deadline);
     if (len < 0)
         return (ssize_t)len;
+    if (len > SM_RECV_BUFFER && c->opt.nonblocking) {
+        /* Gathered as read_payload does; then the buffer itself is handed over. */
+        int rc = gather_large(c, (size_t)len, deadline);
+        if (rc)
+            return rc;
+        *msg = c->view;
+        c->view = NULL;
+        c->view_cap = 0;
+        return (ssize_t)len;
+    }
     uint8_t *p = malloc(len ? (size_t)len : 1);
     if (!p)
         return sm_error_set(SM_ENOMEM, "receive: %lld bytes", (long long)len);
@@ -562,15 +705,7 @@ static int view_buffered(sm_conn *c, size_t len, int64_t deadline, const void **
  * connection's, kept while messages stay large. */
 static int view_large(sm_conn *c, size_t len, int64_t deadline, const void **msg)
 {
-    if (len > c->view_cap) {
-        /* realloc keeps the bytes of a frame a timeout cut. */
-        uint8_t *p = realloc(c->view, len);
-        if (!p)
-            return sm_error_set(SM_ENOMEM, "receive: %zu bytes", len);
-        c->view = p;
-        c->view_cap = len;
-    }
-    int rc = read_payload(c, c->view, len, deadline);
+    int rc = gather_large(c, len, deadline);
     if (!rc)
         *msg = c->view;
     return rc;

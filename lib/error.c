@@ -24,6 +24,7 @@ static const char *library_error_text(int rc)
     case SM_ESTOPPED: return "server stopped";
     case SM_EFULL: return "connection's output queue is full";
     case SM_EBROKEN: return "connection broken: a message was cut short and cannot be finished";
+    case SM_EAGAIN: return "would block: try again when the connection is ready";
     default: return NULL;
     }
 }

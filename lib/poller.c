@@ -92,6 +92,11 @@ int sm_poller_wait(sm_poller *p, sm_poll_event *out, int max, int timeout_ms)
     return n;
 }
 
+int sm_poller_fd(const sm_poller *p)
+{
+    return p->epoll_fd;
+}
+
 void sm_poller_wake(sm_poller *p)
 {
     uint64_t one = 1;

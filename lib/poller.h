@@ -36,6 +36,10 @@ int sm_poller_del(sm_poller *p, int fd);
  * Returns their number (0 on timeout or EINTR) or -errno. */
 int sm_poller_wait(sm_poller *p, sm_poll_event *out, int max, int timeout_ms);
 
+/* The epoll descriptor, readable when an event waits (for a caller's
+ * own loop). */
+int sm_poller_fd(const sm_poller *p);
+
 /* Makes a pending or the next sm_poller_wait return SM_POLL_WAKE_KEY.
  * Safe from any thread and from a signal handler. */
 void sm_poller_wake(sm_poller *p);

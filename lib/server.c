@@ -6,6 +6,7 @@
 #include "frame.h"
 #include "poller.h"
 #include "sock.h"
+#include "timer.h"
 
 #include <errno.h>
 #include <malloc.h>
@@ -24,9 +25,12 @@
 /* Freed this much since the last trim, the server gives memory back. */
 #define TRIM_BYTES ((size_t)32 * 1024 * 1024)
 
-/* Why a client is not read from: its replies back up (high_water), or the
- * server is over its memory budget and the client holds much of it. */
+/* Why a client is not read from (besides the memory budget): its replies
+ * back up past high_water, or the application paused it. */
 #define PAUSED_OUTPUT 1u
+#define PAUSED_BY_USER 2u
+/* What a queued sm_server_call costs against max_posted. */
+#define CALL_COST 64
 
 /* An id is (sequence << 24 | fd): the fd finds the client in O(1), the
  * process-wide sequence makes the id unique.  Listener keys use bit 63,
@@ -47,7 +51,7 @@ struct client {
     enum client_state state;
     int close_reason;
     unsigned interest;      /* events registered with the poller */
-    unsigned paused;        /* PAUSED_OUTPUT: queue passed high_water */
+    unsigned paused;        /* PAUSED_OUTPUT, PAUSED_BY_USER */
     int dirty;              /* id is in server->dirty */
     int64_t last_input;     /* ms; the idle timeout counts from here */
     int64_t last_output;    /* ms; the peer last took queued bytes */
@@ -62,9 +66,12 @@ struct client {
     sm_decoder decoder;
 };
 
+/* A message from sm_server_post, or (with call set) an sm_server_call. */
 struct post {
     struct post *next;
     sm_conn_id id;
+    sm_call_fn *call;
+    void *call_arg;
     size_t len;
     uint8_t msg[];
 };
@@ -90,6 +97,10 @@ struct sm_server {
     struct client *finisher; /* over the budget, the one client still read
                               * to finish its large frame */
     int64_t stall_check_at;
+    sm_timers timers;
+    uint64_t next_timer_id;
+    uint64_t firing;      /* the timer whose callback runs now... */
+    int firing_cancelled; /* ...and whether it cancelled itself */
     atomic_int stop_requested;
     pthread_mutex_t post_lock;
     struct post *posts, **posts_tail;
@@ -139,7 +150,7 @@ static uint32_t decoder_missing(const sm_decoder *d)
 /* A post costs its frame against max_posted, so even empty ones add up. */
 static size_t post_cost(const struct post *p)
 {
-    return SM_HEADER_LEN + p->len;
+    return p->call ? CALL_COST : SM_HEADER_LEN + p->len;
 }
 
 static int over_budget(const sm_server *s)
@@ -560,8 +571,12 @@ static void take_posts(sm_server *s)
     pthread_mutex_unlock(&s->post_lock);
     while (p) {
         struct post *next = p->next;
-        struct client *c = lookup(s, p->id);
-        if (c && c->state == OPEN) {
+        struct client *c = p->call ? NULL : lookup(s, p->id);
+        if (p->call) {
+            p->call(s, p->call_arg);
+            p->next = NULL;
+            drop_posts(s, p);
+        } else if (c && c->state == OPEN) {
             p->next = NULL;
             *c->posted_tail = p;
             c->posted_tail = &p->next;
@@ -713,6 +728,8 @@ static int next_timeout(const sm_server *s, int64_t now)
         t = s->accept_retry_at - now;
     if (s->buffered && s->stall_check_at - now < t)
         t = s->stall_check_at - now;
+    if (sm_timers_next(&s->timers) - now < t)
+        t = sm_timers_next(&s->timers) - now;
     if (t == INT64_MAX)
         return -1;
     return t < 0 ? 0 : t > 60000 ? 60000 : (int)t;
@@ -736,34 +753,138 @@ static void close_all(sm_server *s, int reason)
     s->dirty_len = 0;
 }
 
+/* Runs the timers due now, each at most once per call, so a callback that
+ * sets a timer of 0 ms cannot keep the loop here. */
+static void run_timers(sm_server *s, int64_t now)
+{
+    size_t due = s->timers.len;
+    sm_timer t;
+    while (due-- > 0 && sm_timers_pop_due(&s->timers, now, &t)) {
+        s->firing = t.id;
+        s->firing_cancelled = 0;
+        t.fn(s, t.id, t.arg);
+        s->firing = 0;
+        if (t.repeat_ms > 0 && !s->firing_cancelled) {
+            t.due = now + t.repeat_ms;
+            sm_timers_add(&s->timers, &t); /* on SM_ENOMEM it stops repeating */
+        }
+    }
+}
+
+/* What every loop iteration does after handling events. */
+static void after_events(sm_server *s)
+{
+    /* Expire first, so what on_close handlers queue is written now. */
+    int64_t now = sm_now_ms();
+    if (s->opt.idle_timeout_ms)
+        expire_idle(s, now);
+    run_timers(s, now);
+    flush_dirty(s);
+    reset_stalled(s, now);
+    apply_budget(s);
+    give_back_memory(s);
+    if (s->accept_paused && now >= s->accept_retry_at)
+        set_accepting(s, 1);
+}
+
+/* A requested stop ends the run: every client closes, and the server may
+ * run again. */
+static void end_run(sm_server *s)
+{
+    close_all(s, SM_ESTOPPED);
+    atomic_store(&s->stop_requested, 0);
+}
+
+SM_API int sm_server_run_once(sm_server *s, int timeout_ms)
+{
+    if (!s)
+        return sm_error_set(SM_EINVAL, "sm_server_run_once: NULL server");
+    if (atomic_load(&s->stop_requested)) {
+        end_run(s);
+        return SM_ESTOPPED;
+    }
+    int wait = next_timeout(s, sm_now_ms());
+    if (timeout_ms >= 0 && (wait < 0 || timeout_ms < wait))
+        wait = timeout_ms;
+    sm_poll_event events[EVENT_BATCH];
+    int n = sm_poller_wait(s->poller, events, EVENT_BATCH, wait);
+    if (n < 0)
+        return sm_error_set(n, "sm_server_run_once: wait for events");
+    for (int i = 0; i < n; i++)
+        handle_event(s, &events[i]);
+    after_events(s);
+    return n;
+}
+
 SM_API int sm_server_run(sm_server *s)
 {
     if (!s)
         return sm_error_set(SM_EINVAL, "sm_server_run: NULL server");
-    sm_poll_event events[EVENT_BATCH];
-    int rc = 0;
-    while (!atomic_load(&s->stop_requested)) {
-        int n = sm_poller_wait(s->poller, events, EVENT_BATCH, next_timeout(s, sm_now_ms()));
-        if (n < 0) {
-            rc = sm_error_set(n, "sm_server_run: wait for events");
-            break;
-        }
-        for (int i = 0; i < n; i++)
-            handle_event(s, &events[i]);
-        /* Expire first, so what on_close handlers queue is written now. */
-        int64_t now = sm_now_ms();
-        if (s->opt.idle_timeout_ms)
-            expire_idle(s, now);
-        flush_dirty(s);
-        reset_stalled(s, now);
-        apply_budget(s);
-        give_back_memory(s);
-        if (s->accept_paused && now >= s->accept_retry_at)
-            set_accepting(s, 1);
+    int rc;
+    while ((rc = sm_server_run_once(s, -1)) >= 0) {
     }
-    close_all(s, SM_ESTOPPED);
-    atomic_store(&s->stop_requested, 0);
+    if (rc == SM_ESTOPPED)
+        return 0;
+    end_run(s); /* waiting failed: end as a stop would */
     return rc;
+}
+
+SM_API int sm_server_fd(const sm_server *s)
+{
+    return s ? sm_poller_fd(s->poller) : SM_EINVAL;
+}
+
+SM_API int sm_server_timeout(const sm_server *s)
+{
+    return s ? next_timeout(s, sm_now_ms()) : SM_EINVAL;
+}
+
+SM_API int sm_server_timer(sm_server *s, int delay_ms, int repeat_ms, sm_timer_fn *fn, void *arg,
+                           uint64_t *id)
+{
+    if (!s || !fn || delay_ms < 0 || repeat_ms < 0)
+        return sm_error_set(SM_EINVAL, "sm_server_timer: NULL argument or negative time");
+    sm_timer t = { sm_now_ms() + delay_ms, ++s->next_timer_id, repeat_ms, fn, arg };
+    if (sm_timers_add(&s->timers, &t))
+        return sm_error_set(SM_ENOMEM, "sm_server_timer");
+    if (id)
+        *id = t.id;
+    return 0;
+}
+
+SM_API int sm_server_cancel_timer(sm_server *s, uint64_t id)
+{
+    if (s && id && id == s->firing && !s->firing_cancelled) {
+        s->firing_cancelled = 1;
+        return 0;
+    }
+    if (!s || sm_timers_cancel(&s->timers, id))
+        return sm_error_set(SM_ENOCONN, "sm_server_cancel_timer: no timer %llu",
+                            (unsigned long long)id);
+    return 0;
+}
+
+/* Sets or clears the application's pause on one client. */
+static int set_user_pause(sm_server *s, sm_conn_id id, int on)
+{
+    struct client *c = find_open(s, id);
+    if (!c)
+        return SM_ENOCONN;
+    if (!on && (c->paused & PAUSED_BY_USER))
+        touch(s, c); /* the idle clock stood still while it was paused */
+    c->paused = on ? c->paused | PAUSED_BY_USER : c->paused & ~PAUSED_BY_USER;
+    update_interest(s, c);
+    return 0;
+}
+
+SM_API int sm_server_pause(sm_server *s, sm_conn_id id)
+{
+    return set_user_pause(s, id, 1);
+}
+
+SM_API int sm_server_resume(sm_server *s, sm_conn_id id)
+{
+    return set_user_pause(s, id, 0);
 }
 
 SM_API void sm_server_stop(sm_server *s)
@@ -937,6 +1058,25 @@ SM_API int sm_server_broadcast(sm_server *s, const void *msg, size_t len, sm_con
     return count;
 }
 
+/* Queues p for the loop thread, within max_posted, and wakes the loop. */
+static int add_post(sm_server *s, struct post *p, const char *what)
+{
+    pthread_mutex_lock(&s->post_lock);
+    int full = post_cost(p) > s->opt.max_posted - s->posted_bytes;
+    if (!full) {
+        s->posted_bytes += post_cost(p);
+        *s->posts_tail = p;
+        s->posts_tail = &p->next;
+    }
+    pthread_mutex_unlock(&s->post_lock);
+    if (full) {
+        free(p);
+        return sm_error_set(SM_EFULL, "%s: %zu bytes already posted", what, s->opt.max_posted);
+    }
+    sm_poller_wake(s->poller);
+    return 0;
+}
+
 SM_API int sm_server_post(sm_server *s, sm_conn_id id, const void *msg, size_t len)
 {
     int rc = check_send(s, msg, len, "sm_server_post");
@@ -952,26 +1092,21 @@ SM_API int sm_server_post(sm_server *s, sm_conn_id id, const void *msg, size_t l
     struct post *p = malloc(sizeof *p + len);
     if (!p)
         return sm_error_set(SM_ENOMEM, "sm_server_post");
-    p->next = NULL;
-    p->id = id;
-    p->len = len;
+    *p = (struct post){ .id = id, .len = len };
     if (len)
         memcpy(p->msg, msg, len);
-    pthread_mutex_lock(&s->post_lock);
-    int full = post_cost(p) > s->opt.max_posted - s->posted_bytes;
-    if (!full) {
-        s->posted_bytes += post_cost(p);
-        *s->posts_tail = p;
-        s->posts_tail = &p->next;
-    }
-    pthread_mutex_unlock(&s->post_lock);
-    if (full) {
-        free(p);
-        return sm_error_set(SM_EFULL, "sm_server_post: %zu bytes already posted",
-                            s->opt.max_posted);
-    }
-    sm_poller_wake(s->poller);
-    return 0;
+    return add_post(s, p, "sm_server_post");
+}
+
+SM_API int sm_server_call(sm_server *s, sm_call_fn *fn, void *arg)
+{
+    if (!s || !fn)
+        return sm_error_set(SM_EINVAL, "sm_server_call: NULL argument");
+    struct post *p = malloc(sizeof *p);
+    if (!p)
+        return sm_error_set(SM_ENOMEM, "sm_server_call");
+    *p = (struct post){ .call = fn, .call_arg = arg };
+    return add_post(s, p, "sm_server_call");
 }
 
 SM_API int sm_server_disconnect(sm_server *s, sm_conn_id id)
@@ -1038,8 +1173,14 @@ SM_API void sm_server_free(sm_server *s)
     for (int i = 0; i < s->listener_count; i++)
         sm_unbind(&s->listeners[i]);
     free(s->listeners);
-    take_posts(s); /* frees them: no client is left to queue to */
+    /* No client is left to queue to, and queued calls are not run. */
+    pthread_mutex_lock(&s->post_lock);
+    struct post *left = s->posts;
+    s->posts = NULL;
+    pthread_mutex_unlock(&s->post_lock);
+    drop_posts(s, left);
     sm_poller_free(s->poller);
+    sm_timers_free(&s->timers);
     pthread_mutex_destroy(&s->post_lock);
     free(s->by_fd);
     free(s->dirty);

@@ -68,8 +68,10 @@ enum sm_error {
     SM_ENOCONN = -1009,    /* server: no open connection with that id */
     SM_ESTOPPED = -1010,   /* server: closed because the server stopped */
     SM_EFULL = -1011,      /* server: the connection's output queue is full */
-    SM_EBROKEN = -1012     /* a frame was cut and cannot be finished: the
+    SM_EBROKEN = -1012,    /* a frame was cut and cannot be finished: the
                             * connection is dead, close it */
+    SM_EAGAIN = -1013      /* non-blocking: not now; wait for the events
+                            * sm_conn_events names, then call again */
 };
 #endif
 

@@ -73,8 +73,10 @@ enum sm_error {
     SM_ENOCONN = -1009,    /* server: no open connection with that id */
     SM_ESTOPPED = -1010,   /* server: closed because the server stopped */
     SM_EFULL = -1011,      /* server: the connection's output queue is full */
-    SM_EBROKEN = -1012     /* a frame was cut and cannot be finished: the
+    SM_EBROKEN = -1012,    /* a frame was cut and cannot be finished: the
                             * connection is dead, close it */
+    SM_EAGAIN = -1013      /* non-blocking: not now; wait for the events
+                            * sm_conn_events names, then call again */
 };
 #endif
 
@@ -98,6 +100,9 @@ typedef struct sm_options {
     int recv_timeout_ms;    /* sm_recv, sm_recv_alloc, sm_recv_view */
     uint32_t max_frame;     /* largest payload accepted; 0 = 16 MiB */
     int nagle;              /* nonzero leaves Nagle on; default sets TCP_NODELAY */
+    int nonblocking;        /* nonzero: no call ever waits; it returns
+                             * SM_EAGAIN instead and the timeouts above are
+                             * unused (see sm_conn_events) */
 } sm_options;
 
 /*
@@ -292,6 +297,59 @@ SM_API ssize_t sm_recv_alloc(sm_conn *c, void **msg);
  */
 SM_API ssize_t sm_recv_view(sm_conn *c, const void **msg);
 
+/* What a non-blocking connection waits for (sm_conn_events). */
+#define SM_WANT_READ 1
+#define SM_WANT_WRITE 2
+
+/*
+ * Non-blocking use, inside your own poll/epoll/libuv loop.  Set
+ * sm_options.nonblocking and no call waits: where it would, it returns
+ * SM_EAGAIN, and a message that is not whole yet stays inside the
+ * connection, whatever its size, nothing lost or doubled.
+ *
+ *   connect   sm_connect_opts returns at once with a connection whose
+ *             connect may be in progress (to the first address a name
+ *             resolves to; the resolving itself still blocks, so use
+ *             numeric addresses in a loop).  Wait for SM_WANT_WRITE; the
+ *             next call reports the outcome, or ask sm_conn_connected.
+ *             A Unix listener with a full backlog gives SM_EAGAIN: no
+ *             connection, try again later.
+ *   receive   take messages until SM_EAGAIN, then wait for the events
+ *             sm_conn_events names.  A message is handed out whole.
+ *   send      a message the socket cannot take now is held, up to
+ *             SM_SEND_BUFFER bytes in all (or one larger message when
+ *             nothing else is held), and returns 0; beyond that,
+ *             SM_EAGAIN and nothing is held.  Held bytes go out with the
+ *             next send, receive or sm_flush: sm_conn_events asks for
+ *             SM_WANT_WRITE while any wait.
+ *
+ *     for (;;) {
+ *         struct pollfd p = { sm_conn_fd(c), 0, 0 };
+ *         int want = sm_conn_events(c);
+ *         p.events = (want & SM_WANT_READ ? POLLIN : 0) | (want & SM_WANT_WRITE ? POLLOUT : 0);
+ *         poll(&p, 1, -1);
+ *         if (p.revents & POLLOUT) sm_flush(c);       // SM_EAGAIN: still held
+ *         while ((n = sm_recv(c, buf, sizeof buf)) >= 0)
+ *             handle(buf, n);
+ *         if (n != SM_EAGAIN) break;                    // closed or failed
+ *     }
+ */
+
+/*
+ * sm_conn_events - what c needs next: SM_WANT_READ, SM_WANT_WRITE, or
+ * both, for poll (POLLIN/POLLOUT) on sm_conn_fd.  Only SM_WANT_WRITE while
+ * a non-blocking connect is in progress.  0 for NULL.  Never blocks.
+ */
+SM_API int sm_conn_events(const sm_conn *c);
+
+/*
+ * sm_conn_connected - finish a non-blocking connect: 0 once connected (and
+ * for every other connection), SM_EAGAIN while still in progress, or the
+ * connect's error (e.g. -ECONNREFUSED), which every later call returns
+ * too.  Never blocks.
+ */
+SM_API int sm_conn_connected(sm_conn *c);
+
 /*
  * sm_recv_ready - 1 if a whole message is already buffered, so the next
  * sm_recv returns without touching the socket; else 0.
@@ -345,9 +403,10 @@ SM_API const char *sm_version(void);
  * named by an sm_conn_id that is never reused within the process, so an
  * old id can never reach a newer client.
  *
- * Threads: every sm_server_* call except sm_server_stop and sm_server_post
- * must come from the thread running sm_server_run (normally from inside a
- * handler), or from any one thread while the server is not running.
+ * Threads: every sm_server_* call except sm_server_stop, sm_server_post and
+ * sm_server_call must come from the thread running sm_server_run or
+ * sm_server_run_once (the loop thread; normally from inside a handler),
+ * or from any one thread while the server is not running.
  * ------------------------------------------------------------------------ */
 
 typedef struct sm_server sm_server;
@@ -478,8 +537,88 @@ SM_API int sm_server_addr(const sm_server *s, int index, char *buf, size_t len);
  */
 SM_API int sm_server_run(sm_server *s);
 
-/* sm_server_stop - make sm_server_run return soon.  Safe from any thread
- * and from a signal handler (async-signal-safe). */
+/*
+ * Inside your own event loop (a GUI, a game, libuv, libevent): instead of
+ * sm_server_run, watch sm_server_fd for readability with your loop, and
+ * whenever it is readable or sm_server_timeout has passed, call
+ * sm_server_run_once(s, 0).  sm_server_run is exactly that in a loop.
+ *
+ *     struct pollfd p = { sm_server_fd(s), POLLIN, 0 };
+ *     for (;;) {
+ *         poll(&p, 1, sm_server_timeout(s));   // with your other fds
+ *         if (sm_server_run_once(s, 0) == SM_ESTOPPED)
+ *             break;
+ *     }
+ */
+
+/* sm_server_fd - a descriptor that is readable whenever the server has
+ * work (its epoll instance).  Still owned by s; only poll it. */
+SM_API int sm_server_fd(const sm_server *s);
+
+/*
+ * sm_server_timeout - how long the caller may wait (ms) before the server
+ * needs sm_server_run_once even with sm_server_fd quiet: its next timer,
+ * idle timeout, stall check or accept retry.  -1: nothing scheduled; 0:
+ * now.  Loop thread only.
+ */
+SM_API int sm_server_timeout(const sm_server *s);
+
+/*
+ * sm_server_run_once - do every piece of work that is ready: wait up to
+ * timeout_ms for events (0: do not wait; -1: until the next thing the
+ * server must do), handle them, run due timers and queued calls, and
+ * write what it can.  Returns how many events it handled (>= 0), or
+ * SM_ESTOPPED once sm_server_stop was called: then, as at the end of
+ * sm_server_run, every connection has been closed (on_close with
+ * SM_ESTOPPED) and the server may be run again.  Other errors: SM_EINVAL,
+ * -errno if waiting for events failed.
+ */
+SM_API int sm_server_run_once(sm_server *s, int timeout_ms);
+
+/* A timer's callback; id is the timer's. */
+typedef void sm_timer_fn(sm_server *s, uint64_t id, void *arg);
+
+/*
+ * sm_server_timer - call fn(s, id, arg) on the loop thread after delay_ms,
+ * then every repeat_ms if repeat_ms > 0 (0: once), until cancelled.  The
+ * id (never 0) goes to *id (id may be NULL).  Loop thread only.  Errors:
+ * SM_EINVAL (NULL s or fn, a negative time), SM_ENOMEM.
+ */
+SM_API int sm_server_timer(sm_server *s, int delay_ms, int repeat_ms, sm_timer_fn *fn, void *arg,
+                           uint64_t *id);
+
+/* sm_server_cancel_timer - the timer will not fire again (also from its
+ * own callback).  Returns 0 or SM_ENOCONN (no such timer: it ran once
+ * and is done, or was cancelled).  Loop thread only. */
+SM_API int sm_server_cancel_timer(sm_server *s, uint64_t id);
+
+/* A function to run on the loop thread (sm_server_call). */
+typedef void sm_call_fn(sm_server *s, void *arg);
+
+/*
+ * sm_server_call - run fn(s, arg) on the loop thread, soon, from any
+ * thread: there fn may use every sm_server_* call (broadcast, look up ids,
+ * disconnect).  Calls run in the order they were made.  Never blocks.
+ * Each call counts 64 bytes against max_posted.  Calls still queued when
+ * the server is freed are not run.  Errors: SM_EINVAL (NULL s or fn),
+ * SM_EFULL (max_posted reached), SM_ENOMEM.
+ */
+SM_API int sm_server_call(sm_server *s, sm_call_fn *fn, void *arg);
+
+/*
+ * sm_server_pause, sm_server_resume - stop and restart reading from one
+ * client, so an application that hands requests to workers can push back
+ * on a client that floods it (its messages wait in the kernel, and then
+ * in its TCP window).  Output still flows.  A paused client is not closed
+ * as idle; its idle clock restarts on resume.  Returns 0 or SM_ENOCONN.
+ * Loop thread only.
+ */
+SM_API int sm_server_pause(sm_server *s, sm_conn_id id);
+SM_API int sm_server_resume(sm_server *s, sm_conn_id id);
+
+/* sm_server_stop - make sm_server_run return soon (and
+ * sm_server_run_once return SM_ESTOPPED).  Safe from any thread and from
+ * a signal handler (async-signal-safe). */
 SM_API void sm_server_stop(sm_server *s);
 
 /*
