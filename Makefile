@@ -198,9 +198,101 @@ SCRIPT_TESTS := $(filter-out tests/install.sh,$(wildcard tests/*.sh))
 script-tests: all
 	@for t in $(SCRIPT_TESTS); do echo "== $$t"; sh $$t $(BUILD) || exit 1; done
 
+# Microcontrollers.  The codec (include/sockmsg/frame.h) compiled
+# freestanding for the ATmega328P (Arduino Uno) and a Cortex-M0+; the
+# self-test firmware mcu/selftest.c; the Arduino sketch
+# examples/arduino/sockmsg_echo, built over Debian's Arduino AVR core
+# (arduino-core-avr) with plain avr-gcc, as the Arduino IDE would; and
+# tests/mcu/uart_peer.c, which runs a firmware under libsimavr with a peer
+# on its serial port.  tests/mcu.sh runs and measures them.  Each part is
+# built where its tools are installed (make deps installs them all).
+AVR_CC       ?= avr-gcc
+AVR_CXX      ?= avr-g++
+ARM_CC       ?= arm-none-eabi-gcc
+ARDUINO_AVR  ?= /usr/share/arduino/hardware/arduino/avr
+MCU_DIR      := $(BUILD)/mcu
+MCU_CFLAGS   := -std=c11 $(WARN) -ffreestanding -Os -Iinclude
+AVR_ARCH     := -mmcu=atmega328p -DF_CPU=16000000UL
+ARM_ARCH     := -mcpu=cortex-m0plus -mthumb
+have_tool     = $(shell command -v $(1) >/dev/null 2>&1 && echo yes)
+HAVE_AVR     := $(call have_tool,$(AVR_CC))
+HAVE_ARM     := $(call have_tool,$(ARM_CC))
+HAVE_ARDUINO := $(and $(HAVE_AVR),$(wildcard $(ARDUINO_AVR)/cores/arduino/Arduino.h))
+HAVE_LIBSIMAVR := $(wildcard /usr/include/simavr/sim_avr.h)
+MCU_TARGETS  := $(if $(HAVE_AVR),$(MCU_DIR)/codec-avr.elf $(MCU_DIR)/selftest.elf) \
+                $(if $(HAVE_ARM),$(MCU_DIR)/codec-arm.elf) \
+                $(if $(HAVE_ARDUINO),$(MCU_DIR)/sockmsg_echo.elf) \
+                $(if $(HAVE_LIBSIMAVR),$(MCU_DIR)/uart-peer)
+
+.PHONY: mcu
+mcu: $(MCU_TARGETS)
+script-tests: mcu
+
+# -fstack-usage writes each function's stack frame to codec-*.su.
+$(MCU_DIR)/codec-avr.o: mcu/codec.c include/sockmsg/frame.h
+	@mkdir -p $(@D)
+	$(AVR_CC) $(MCU_CFLAGS) $(AVR_ARCH) -fstack-usage -c $< -o $@
+
+$(MCU_DIR)/codec-arm.o: mcu/codec.c include/sockmsg/frame.h
+	@mkdir -p $(@D)
+	$(ARM_CC) $(MCU_CFLAGS) $(ARM_ARCH) -fstack-usage -c $< -o $@
+
+# Linked alone, with the compiler's helpers (libgcc) and no C library:
+# what the codec adds to a firmware's flash, and proof that it needs no more.
+$(MCU_DIR)/codec-avr.elf: $(MCU_DIR)/codec-avr.o
+	$(AVR_CC) -mmcu=atmega328p -nostdlib -Wl,-e,sm_mcu_decode $< -lgcc -o $@
+
+$(MCU_DIR)/codec-arm.elf: $(MCU_DIR)/codec-arm.o
+	$(ARM_CC) $(ARM_ARCH) -nostdlib -Wl,-e,sm_mcu_decode $< -lgcc -o $@
+
+$(MCU_DIR)/selftest.elf: mcu/selftest.c include/sockmsg/frame.h
+	@mkdir -p $(@D)
+	$(AVR_CC) $(MCU_CFLAGS) $(AVR_ARCH) $< -o $@
+
+# The core is built as the IDE builds it for an Uno, warnings off (it is
+# not our code).  Debian's core uses DECIMAL_DIG, which avr-gcc 5.4's
+# <float.h> hides from C++: it gets the compiler's own value.
+ARDUINO_CORE  := $(ARDUINO_AVR)/cores/arduino
+ARDUINO_FLAGS := -mmcu=atmega328p -DF_CPU=16000000L -DARDUINO=10807 -DARDUINO_AVR_UNO \
+                 -DARDUINO_ARCH_AVR -DDECIMAL_DIG=__DECIMAL_DIG__ -I$(ARDUINO_CORE) \
+                 -I$(ARDUINO_AVR)/variants/standard -Os -ffunction-sections -fdata-sections
+ARDUINO_CXX   := $(AVR_CXX) -std=gnu++11 -fno-exceptions -fno-threadsafe-statics $(ARDUINO_FLAGS)
+ARDUINO_OBJ   := $(patsubst $(ARDUINO_CORE)/%,$(MCU_DIR)/arduino-core/%.o, \
+                   $(wildcard $(ARDUINO_CORE)/*.c $(ARDUINO_CORE)/*.cpp $(ARDUINO_CORE)/*.S))
+
+$(MCU_DIR)/arduino-core/%.c.o: $(ARDUINO_CORE)/%.c
+	@mkdir -p $(@D)
+	$(AVR_CC) -std=gnu11 $(ARDUINO_FLAGS) -w -c $< -o $@
+
+$(MCU_DIR)/arduino-core/%.cpp.o: $(ARDUINO_CORE)/%.cpp
+	@mkdir -p $(@D)
+	$(ARDUINO_CXX) -w -c $< -o $@
+
+$(MCU_DIR)/arduino-core/%.S.o: $(ARDUINO_CORE)/%.S
+	@mkdir -p $(@D)
+	$(AVR_CC) -x assembler-with-cpp $(ARDUINO_FLAGS) -c $< -o $@
+
+# A .ino is C++ that the IDE compiles with Arduino.h included first; the
+# sketch's frame.h is taken from include/sockmsg rather than a copy.
+$(MCU_DIR)/sockmsg_echo.o: examples/arduino/sockmsg_echo/sockmsg_echo.ino include/sockmsg/frame.h
+	@mkdir -p $(@D)
+	$(ARDUINO_CXX) $(WARN) -x c++ -include Arduino.h -Iinclude/sockmsg -c $< -o $@
+
+$(MCU_DIR)/sockmsg_echo.elf: $(MCU_DIR)/sockmsg_echo.o $(ARDUINO_OBJ)
+	$(AVR_CC) -mmcu=atmega328p -Os -Wl,--gc-sections $^ -lm -o $@
+
+$(MCU_DIR)/uart-peer: tests/mcu/uart_peer.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -isystem /usr/include/simavr $< $(ALL_LDFLAGS) -lsimavr -o $@
+
+# The C files above, in the style and lint checks (the firmware and the
+# sketch need AVR headers, so only the portable codec wrapper is linted).
+FORMAT_FILES += $(wildcard mcu/*.c tests/mcu/*.c)
+LINT_FILES   += mcu/codec.c
+
 install: all
 	install -d $(DESTDIR)$(INCLUDEDIR)/sockmsg $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR)
-	install -m 644 $(HEADER) $(DESTDIR)$(INCLUDEDIR)/sockmsg/
+	install -m 644 $(HEADER) include/sockmsg/frame.h $(DESTDIR)$(INCLUDEDIR)/sockmsg/
 	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/
 	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/
 	ln -sf $(notdir $(SHARED)) $(DESTDIR)$(LIBDIR)/$(SONAME)
@@ -215,7 +307,7 @@ install: all
 	done
 
 uninstall:
-	rm -f $(DESTDIR)$(INCLUDEDIR)/sockmsg/sockmsg.h
+	rm -f $(DESTDIR)$(INCLUDEDIR)/sockmsg/sockmsg.h $(DESTDIR)$(INCLUDEDIR)/sockmsg/frame.h
 	-rmdir $(DESTDIR)$(INCLUDEDIR)/sockmsg
 	rm -f $(DESTDIR)$(LIBDIR)/libsockmsg.a $(DESTDIR)$(LIBDIR)/libsockmsg.so \
 	      $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/$(notdir $(SHARED)) \
@@ -230,7 +322,9 @@ demo: examples
 # (ZeroMQ, nng and gnuplot are for make bench only); sudo only when not root.
 DEB_PACKAGES := build-essential clang pkg-config libcriterion-dev libcrypt-dev python3 \
                 mandoc man-db valgrind cppcheck clang-tidy clang-format libclang-rt-14-dev \
-                libzmq3-dev libnng-dev gnuplot-nox
+                libzmq3-dev libnng-dev gnuplot-nox \
+                gcc-avr avr-libc simavr libsimavr-dev gcc-arm-none-eabi arduino-core-avr \
+                default-jdk-headless nodejs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 deps:
 	$(SUDO) apt-get update -q

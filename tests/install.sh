@@ -25,11 +25,13 @@ make -s install PREFIX=$prefix DESTDIR="$tmp" >"$tmp/make.log" 2>&1 ||
     { cat "$tmp/make.log" >&2; fail "make install"; }
 
 # ---- what was installed ----
-for f in include/sockmsg/sockmsg.h lib/libsockmsg.a lib/libsockmsg.so \
+for f in include/sockmsg/sockmsg.h include/sockmsg/frame.h lib/libsockmsg.a lib/libsockmsg.so \
          lib/libsockmsg.so.$major lib/libsockmsg.so.$version lib/pkgconfig/sockmsg.pc; do
     [ -e "$root/$f" ] || fail "$prefix/$f not installed"
 done
 cmp -s "$header" "$root/include/sockmsg/sockmsg.h" || fail "installed header differs from $header"
+cmp -s include/sockmsg/frame.h "$root/include/sockmsg/frame.h" ||
+    fail "installed frame.h differs from include/sockmsg/frame.h"
 if [ -L "$root/lib/libsockmsg.so.$version" ] || [ ! -f "$root/lib/libsockmsg.so.$version" ]; then
     fail "libsockmsg.so.$version is not a regular file"
 fi
@@ -51,6 +53,7 @@ missing=$(comm -23 "$tmp/declared" "$tmp/exported")
 
 # ---- a consumer, built with pkg-config against the installed copy ----
 cat >"$tmp/consumer.c" <<'C'
+#include <sockmsg/frame.h>
 #include <sockmsg/sockmsg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,6 +77,10 @@ int main(void)
         return 1;
     }
     free(msg);
+    uint8_t header[SM_FRAME_HEADER_LEN];
+    sm_frame_header_put(header, 5);
+    if (sm_frame_header_get(header) != 5)
+        return 1;
     printf("consumer ok %s\n", sm_version());
     sm_close(client);
     sm_close(server);
