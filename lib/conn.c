@@ -345,7 +345,8 @@ static int reserve_held(sm_conn *c, size_t cap)
 static int keep_unwritten(sm_conn *c, const struct iovec *iov, int count, size_t total, size_t sent)
 {
     if (sent <= c->held_len) {
-        memmove(c->held, c->held + sent, c->held_len - sent);
+        if (sent)
+            memmove(c->held, c->held + sent, c->held_len - sent);
         c->held_len -= sent;
         return 0;
     }

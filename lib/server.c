@@ -728,8 +728,9 @@ static int next_timeout(const sm_server *s, int64_t now)
         t = s->accept_retry_at - now;
     if (s->buffered && s->stall_check_at - now < t)
         t = s->stall_check_at - now;
-    if (sm_timers_next(&s->timers) - now < t)
-        t = sm_timers_next(&s->timers) - now;
+    int64_t due = sm_timers_next(&s->timers);
+    if (due != INT64_MAX && due - now < t)
+        t = due - now;
     if (t == INT64_MAX)
         return -1;
     return t < 0 ? 0 : t > 60000 ? 60000 : (int)t;
