@@ -14,8 +14,8 @@ static int parse_unix(sm_addr *a, const char *path, const char *text)
 {
     size_t len = strlen(path);
     if (len == 0 || len >= sizeof a->unix_addr.sun_path)
-        return sm_error_set(SM_EADDR, "'%s': Unix socket path must be 1 to %zu bytes", text,
-                            sizeof a->unix_addr.sun_path - 1);
+        return sm__error_set(SM_EADDR, "'%s': Unix socket path must be 1 to %zu bytes", text,
+                             sizeof a->unix_addr.sun_path - 1);
     a->is_unix = 1;
     a->unix_addr.sun_family = AF_UNIX;
     memcpy(a->unix_addr.sun_path, path, len + 1);
@@ -34,7 +34,7 @@ static int parse_port(sm_addr *a, const char *port, const char *text)
             value = value * 10 + (unsigned long)(port[i] - '0');
     }
     if (len == 0 || len > 5 || value > 65535)
-        return sm_error_set(SM_EADDR, "'%s': port must be a number from 0 to 65535", text);
+        return sm__error_set(SM_EADDR, "'%s': port must be a number from 0 to 65535", text);
     /* Canonical form, so "00" is port "0" to every later check. */
     snprintf(a->port, sizeof a->port, "%lu", value);
     return 0;
@@ -43,36 +43,36 @@ static int parse_port(sm_addr *a, const char *port, const char *text)
 static int parse_host(sm_addr *a, const char *host, size_t len, const char *text)
 {
     if (len >= sizeof a->host)
-        return sm_error_set(SM_EADDR, "'%s': host name too long", text);
+        return sm__error_set(SM_EADDR, "'%s': host name too long", text);
     if (memchr(host, ':', len))
-        return sm_error_set(SM_EADDR, "'%s': write IPv6 addresses in brackets, as [::1]:port",
-                            text);
+        return sm__error_set(SM_EADDR, "'%s': write IPv6 addresses in brackets, as [::1]:port",
+                             text);
     if (memchr(host, '[', len) || memchr(host, ']', len))
-        return sm_error_set(SM_EADDR, "'%s': brackets only around a whole IPv6 address", text);
+        return sm__error_set(SM_EADDR, "'%s': brackets only around a whole IPv6 address", text);
     memcpy(a->host, host, len);
     a->host[len] = '\0';
     return 0;
 }
 
-int sm_addr_parse(sm_addr *a, const char *text)
+int sm__addr_parse(sm_addr *a, const char *text)
 {
     memset(a, 0, sizeof *a);
     if (strncmp(text, "unix:", 5) == 0)
         return parse_unix(a, text + 5, text);
     const char *colon = strrchr(text, ':');
     if (!colon)
-        return sm_error_set(SM_EADDR, "'%s': expected host:port, [v6]:port, :port or unix:/path",
-                            text);
+        return sm__error_set(SM_EADDR, "'%s': expected host:port, [v6]:port, :port or unix:/path",
+                             text);
     int rc;
     if (text[0] == '[') {
         const char *close = strchr(text, ']');
         if (!close || close + 1 != colon || close == text + 1)
-            return sm_error_set(SM_EADDR, "'%s': expected [v6address]:port", text);
+            return sm__error_set(SM_EADDR, "'%s': expected [v6address]:port", text);
         size_t len = (size_t)(close - text - 1);
         if (len >= sizeof a->host)
-            return sm_error_set(SM_EADDR, "'%s': host name too long", text);
+            return sm__error_set(SM_EADDR, "'%s': host name too long", text);
         if (memchr(text + 1, '[', len))
-            return sm_error_set(SM_EADDR, "'%s': brackets only around a whole IPv6 address", text);
+            return sm__error_set(SM_EADDR, "'%s': brackets only around a whole IPv6 address", text);
         memcpy(a->host, text + 1, len);
         a->host[len] = '\0';
         rc = 0;
@@ -82,7 +82,7 @@ int sm_addr_parse(sm_addr *a, const char *text)
     return rc ? rc : parse_port(a, colon + 1, text);
 }
 
-int sm_addr_resolve(const sm_addr *a, int passive, struct addrinfo **out)
+int sm__addr_resolve(const sm_addr *a, int passive, struct addrinfo **out)
 {
     struct addrinfo hints;
     memset(&hints, 0, sizeof hints);
@@ -94,21 +94,21 @@ int sm_addr_resolve(const sm_addr *a, int passive, struct addrinfo **out)
     if (rc == 0)
         return 0;
     int code = rc == EAI_MEMORY ? SM_ENOMEM : SM_EADDR;
-    return sm_error_set(code, "resolve '%s': %s", a->host, gai_strerror(rc));
+    return sm__error_set(code, "resolve '%s': %s", a->host, gai_strerror(rc));
 }
 
-int sm_addr_of_fd(int fd, int peer, char *buf, size_t cap)
+int sm__addr_of_fd(int fd, int peer, char *buf, size_t cap)
 {
     struct sockaddr_storage ss = { 0 };
     socklen_t len = sizeof ss;
     int rc = peer ? getpeername(fd, (struct sockaddr *)&ss, &len)
                   : getsockname(fd, (struct sockaddr *)&ss, &len);
     if (rc < 0)
-        return sm_error_set(-errno, peer ? "getpeername" : "getsockname");
-    return sm_addr_format((struct sockaddr *)&ss, len, buf, cap);
+        return sm__error_set(-errno, peer ? "getpeername" : "getsockname");
+    return sm__addr_format((struct sockaddr *)&ss, len, buf, cap);
 }
 
-int sm_addr_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t cap)
+int sm__addr_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t cap)
 {
     char ip[INET6_ADDRSTRLEN];
     int n;
@@ -136,6 +136,6 @@ int sm_addr_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t c
         n = snprintf(buf, cap, "family-%d", sa->sa_family);
     }
     if (n < 0 || (size_t)n >= cap)
-        return sm_error_set(SM_EINVAL, "address buffer of %zu bytes too small", cap);
+        return sm__error_set(SM_EINVAL, "address buffer of %zu bytes too small", cap);
     return n;
 }

@@ -17,18 +17,18 @@ typedef struct sm_addr {
 } sm_addr;
 
 /* Parses text; returns 0 or SM_EADDR (with sm_last_error set). */
-int sm_addr_parse(sm_addr *a, const char *text);
+int sm__addr_parse(sm_addr *a, const char *text);
 
 /* getaddrinfo for a TCP address; passive for bind.  Returns 0, SM_EADDR,
  * SM_ENOMEM or -errno.  Free *out with freeaddrinfo. */
-int sm_addr_resolve(const sm_addr *a, int passive, struct addrinfo **out);
+int sm__addr_resolve(const sm_addr *a, int passive, struct addrinfo **out);
 
-/* Writes sa in the form sm_addr_parse reads (IPv4-mapped IPv6 addresses as
+/* Writes sa in the form sm__addr_parse reads (IPv4-mapped IPv6 addresses as
  * plain IPv4).  Returns the length, or SM_EINVAL if cap is too small. */
-int sm_addr_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t cap);
+int sm__addr_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t cap);
 
 /* Formats the peer's (peer != 0) or the local address of socket fd, as
- * sm_addr_format.  Returns the length, SM_EINVAL or -errno. */
-int sm_addr_of_fd(int fd, int peer, char *buf, size_t cap);
+ * sm__addr_format.  Returns the length, SM_EINVAL or -errno. */
+int sm__addr_of_fd(int fd, int peer, char *buf, size_t cap);
 
 #endif

@@ -16,7 +16,7 @@
  * never hang when a client vanished in between. */
 static int bind_listen(int family, const struct sockaddr *sa, socklen_t len, int dual_stack)
 {
-    int fd = sm_socket(family, SOCK_NONBLOCK);
+    int fd = sm__socket(family, SOCK_NONBLOCK);
     if (fd < 0)
         return fd;
     int on = 1, off = 0;
@@ -54,7 +54,7 @@ static int listen_any(const sm_addr *a, int *family)
 static int listen_resolved(const sm_addr *a, int *family)
 {
     struct addrinfo *list;
-    int rc = sm_addr_resolve(a, 1, &list);
+    int rc = sm__addr_resolve(a, 1, &list);
     if (rc)
         return rc;
     int fd = -EADDRNOTAVAIL;
@@ -75,7 +75,7 @@ static int remove_stale_socket(const sm_addr *a)
     struct stat st;
     if (stat(a->unix_addr.sun_path, &st) < 0 || !S_ISSOCK(st.st_mode))
         return 0;
-    int fd = sm_socket(AF_UNIX, SOCK_NONBLOCK);
+    int fd = sm__socket(AF_UNIX, SOCK_NONBLOCK);
     if (fd < 0)
         return fd;
     int rc = connect(fd, (const struct sockaddr *)&a->unix_addr, a->unix_len);
@@ -96,7 +96,7 @@ static int listen_unix(const sm_addr *a)
     return bind_listen(AF_UNIX, (const struct sockaddr *)&a->unix_addr, a->unix_len, 0);
 }
 
-int sm_bind(sm_bound *b, const sm_addr *a, const char *text)
+int sm__bind(sm_bound *b, const sm_addr *a, const char *text)
 {
     memset(b, 0, sizeof *b);
     b->family = AF_UNIX;
@@ -108,14 +108,14 @@ int sm_bind(sm_bound *b, const sm_addr *a, const char *text)
         b->fd = listen_resolved(a, &b->family);
     if (b->fd < 0) {
         int rc = b->fd;
-        return rc == SM_EADDR || rc == SM_ENOMEM ? rc : sm_error_set(rc, "listen on %s", text);
+        return rc == SM_EADDR || rc == SM_ENOMEM ? rc : sm__error_set(rc, "listen on %s", text);
     }
     if (a->is_unix)
         memcpy(b->unix_path, a->unix_addr.sun_path, sizeof b->unix_path);
     return 0;
 }
 
-void sm_unbind(sm_bound *b)
+void sm__unbind(sm_bound *b)
 {
     if (b->unix_path[0])
         unlink(b->unix_path);

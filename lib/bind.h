@@ -16,9 +16,9 @@ typedef struct sm_bound {
  * Unix socket file is replaced, a live one is not).  text is the address
  * as the user wrote it, for errors.  Returns 0 or SM_EADDR, SM_ENOMEM,
  * -errno (with sm_last_error() set); never blocks. */
-int sm_bind(sm_bound *b, const sm_addr *a, const char *text);
+int sm__bind(sm_bound *b, const sm_addr *a, const char *text);
 
 /* Closes the socket and removes its Unix socket file. */
-void sm_unbind(sm_bound *b);
+void sm__unbind(sm_bound *b);
 
 #endif

@@ -38,13 +38,13 @@ struct sm_conn {
     uint8_t rbuf[SM_HEADER_LEN + SM_RECV_BUFFER];
 };
 
-int sm_options_resolve(sm_options *dst, const sm_options *opts)
+int sm__options_resolve(sm_options *dst, const sm_options *opts)
 {
     static const sm_options defaults;
     *dst = opts ? *opts : defaults;
     if (dst->connect_timeout_ms < 0 || dst->accept_timeout_ms < 0 || dst->send_timeout_ms < 0 ||
         dst->recv_timeout_ms < 0)
-        return sm_error_set(SM_EINVAL, "options: timeouts must be >= 0");
+        return sm__error_set(SM_EINVAL, "options: timeouts must be >= 0");
     if (dst->max_frame == 0)
         dst->max_frame = SM_DEFAULT_MAX_FRAME;
     return 0;
@@ -53,7 +53,7 @@ int sm_options_resolve(sm_options *dst, const sm_options *opts)
 /* A call's deadline: none to wait for at all on a non-blocking connection. */
 static int64_t call_deadline(const sm_conn *c, int timeout_ms)
 {
-    return c->opt.nonblocking ? SM_NOW : sm_deadline(timeout_ms);
+    return c->opt.nonblocking ? SM_NOW : sm__deadline(timeout_ms);
 }
 
 /* On a non-blocking connection, "the deadline passed" means "not now". */
@@ -62,18 +62,18 @@ static int would_block(const sm_conn *c, int rc)
     return c->opt.nonblocking && rc == SM_ETIMEDOUT ? SM_EAGAIN : rc;
 }
 
-int sm_conn_new(int fd, int family, const sm_options *opts, sm_conn **out)
+int sm__conn_new(int fd, int family, const sm_options *opts, sm_conn **out)
 {
-    int rc = sm_sock_set_nodelay(fd, family, opts->nagle);
+    int rc = sm__sock_set_nodelay(fd, family, opts->nagle);
     if (rc)
-        return sm_error_set(rc, "setsockopt TCP_NODELAY");
+        return sm__error_set(rc, "setsockopt TCP_NODELAY");
     sm_conn *c = malloc(sizeof *c);
     if (!c)
-        return sm_error_set(SM_ENOMEM, "new connection");
+        return sm__error_set(SM_ENOMEM, "new connection");
     rc = pthread_mutex_init(&c->send_lock, NULL);
     if (rc) {
         free(c);
-        return sm_error_set(-rc, "new connection");
+        return sm__error_set(-rc, "new connection");
     }
     c->fd = c->out_fd = fd;
     c->plain = c->connecting = 0;
@@ -111,22 +111,22 @@ SM_API int sm_conn_adopt(sm_conn **out, int read_fd, int write_fd, const sm_opti
     if (out)
         *out = NULL;
     if (!out || read_fd < 0 || write_fd < 0)
-        return sm_error_set(SM_EINVAL, "sm_conn_adopt: NULL out or negative fd");
+        return sm__error_set(SM_EINVAL, "sm_conn_adopt: NULL out or negative fd");
     sm_options opt;
-    int rc = sm_options_resolve(&opt, opts);
+    int rc = sm__options_resolve(&opt, opts);
     if (rc)
         return rc;
     int reader = adopt_fd(read_fd);
     int writer = write_fd == read_fd ? reader : adopt_fd(write_fd);
     if (reader < 0 || writer < 0)
-        return sm_error_set(reader < 0 ? reader : writer, "sm_conn_adopt");
+        return sm__error_set(reader < 0 ? reader : writer, "sm_conn_adopt");
     if (reader != writer)
-        return sm_error_set(SM_EINVAL, "sm_conn_adopt: a socket and a non-socket");
+        return sm__error_set(SM_EINVAL, "sm_conn_adopt: a socket and a non-socket");
     struct sockaddr_storage ss = { 0 };
     socklen_t len = sizeof ss;
     if (reader && getsockname(read_fd, (struct sockaddr *)&ss, &len) < 0)
-        return sm_error_set(-errno, "sm_conn_adopt: getsockname");
-    rc = sm_conn_new(read_fd, reader ? ss.ss_family : AF_UNSPEC, &opt, out);
+        return sm__error_set(-errno, "sm_conn_adopt: getsockname");
+    rc = sm__conn_new(read_fd, reader ? ss.ss_family : AF_UNSPEC, &opt, out);
     if (rc)
         return rc;
     (*out)->out_fd = write_fd;
@@ -136,11 +136,11 @@ SM_API int sm_conn_adopt(sm_conn **out, int read_fd, int write_fd, const sm_opti
 
 static int connect_unix(const sm_addr *a, int64_t deadline)
 {
-    int fd = sm_socket(AF_UNIX, 0);
+    int fd = sm__socket(AF_UNIX, 0);
     if (fd < 0)
         return fd;
     int rc =
-        sm_sock_connect_unix(fd, (const struct sockaddr *)&a->unix_addr, a->unix_len, deadline);
+        sm__sock_connect_unix(fd, (const struct sockaddr *)&a->unix_addr, a->unix_len, deadline);
     if (rc) {
         close(fd);
         return rc;
@@ -153,19 +153,19 @@ static int connect_unix(const sm_addr *a, int64_t deadline)
 static int connect_tcp(const sm_addr *a, const char *text, int timeout_ms, int *family)
 {
     struct addrinfo *list;
-    int rc = sm_addr_resolve(a, 0, &list);
+    int rc = sm__addr_resolve(a, 0, &list);
     if (rc)
         return rc;
     rc = -EADDRNOTAVAIL;
     char tried[SM_ADDRSTRLEN] = "";
     for (struct addrinfo *ai = list; ai; ai = ai->ai_next) {
-        sm_addr_format(ai->ai_addr, ai->ai_addrlen, tried, sizeof tried);
-        int fd = sm_socket(ai->ai_family, 0);
+        sm__addr_format(ai->ai_addr, ai->ai_addrlen, tried, sizeof tried);
+        int fd = sm__socket(ai->ai_family, 0);
         if (fd < 0) {
             rc = fd;
             continue;
         }
-        rc = sm_sock_connect(fd, ai->ai_addr, ai->ai_addrlen, sm_deadline(timeout_ms));
+        rc = sm__sock_connect(fd, ai->ai_addr, ai->ai_addrlen, sm__deadline(timeout_ms));
         if (rc == 0) {
             *family = ai->ai_family;
             freeaddrinfo(list);
@@ -175,8 +175,8 @@ static int connect_tcp(const sm_addr *a, const char *text, int timeout_ms, int *
     }
     freeaddrinfo(list);
     if (strcmp(tried, text) == 0)
-        return sm_error_set(rc, "connect to %s", text);
-    return sm_error_set(rc, "connect to %s (%s)", tried, text);
+        return sm__error_set(rc, "connect to %s", text);
+    return sm__error_set(rc, "connect to %s (%s)", tried, text);
 }
 
 /* Starts a non-blocking connect to the first address: one fd from start to
@@ -189,14 +189,14 @@ static int start_connect(const sm_addr *a, const char *text, int *family, int *p
     struct addrinfo *list = NULL;
     *family = AF_UNIX;
     if (!a->is_unix) {
-        int rc = sm_addr_resolve(a, 0, &list);
+        int rc = sm__addr_resolve(a, 0, &list);
         if (rc)
             return rc;
         sa = list->ai_addr;
         sa_len = list->ai_addrlen;
         *family = list->ai_family;
     }
-    int fd = sm_socket(*family, SOCK_NONBLOCK);
+    int fd = sm__socket(*family, SOCK_NONBLOCK);
     int rc = fd < 0 ? fd : connect(fd, sa, sa_len) == 0 ? 0 : -errno;
     if (list)
         freeaddrinfo(list);
@@ -208,39 +208,39 @@ static int start_connect(const sm_addr *a, const char *text, int *family, int *p
     /* A Unix listener with a full backlog: nothing is in progress to wait for. */
     if (rc == -EAGAIN)
         rc = SM_EAGAIN;
-    return sm_error_set(rc, "connect to %s", text);
+    return sm__error_set(rc, "connect to %s", text);
 }
 
 SM_API int sm_connect_opts(sm_conn **out, const char *addr, const sm_options *opts)
 {
     if (!out || !addr)
-        return sm_error_set(SM_EINVAL, "sm_connect: NULL argument");
+        return sm__error_set(SM_EINVAL, "sm_connect: NULL argument");
     *out = NULL;
     sm_options opt;
     sm_addr a;
-    int rc = sm_options_resolve(&opt, opts);
+    int rc = sm__options_resolve(&opt, opts);
     if (!rc)
-        rc = sm_addr_parse(&a, addr);
+        rc = sm__addr_parse(&a, addr);
     if (rc)
         return rc;
     int family = AF_UNIX, pending = 0;
     int fd;
     if (!a.is_unix && strcmp(a.port, "0") == 0) {
-        return sm_error_set(SM_EADDR, "connect to %s: port 0 is only for listening", addr);
+        return sm__error_set(SM_EADDR, "connect to %s: port 0 is only for listening", addr);
     } else if (opt.nonblocking) {
         fd = start_connect(&a, addr, &family, &pending);
         if (fd < 0)
             return fd;
     } else if (a.is_unix) {
-        fd = connect_unix(&a, sm_deadline(opt.connect_timeout_ms));
+        fd = connect_unix(&a, sm__deadline(opt.connect_timeout_ms));
         if (fd < 0)
-            return sm_error_set(fd, "connect to %s", addr);
+            return sm__error_set(fd, "connect to %s", addr);
     } else {
         fd = connect_tcp(&a, addr, opt.connect_timeout_ms, &family);
         if (fd < 0)
             return fd;
     }
-    rc = sm_conn_new(fd, family, &opt, out);
+    rc = sm__conn_new(fd, family, &opt, out);
     if (rc)
         close(fd);
     else
@@ -271,9 +271,9 @@ static int finish_connect(sm_conn *c)
 SM_API int sm_conn_connected(sm_conn *c)
 {
     if (!c)
-        return sm_error_set(SM_EINVAL, "sm_conn_connected: NULL connection");
+        return sm__error_set(SM_EINVAL, "sm_conn_connected: NULL connection");
     int rc = finish_connect(c);
-    return rc && rc != SM_EAGAIN ? sm_error_set(rc, "connect") : rc;
+    return rc && rc != SM_EAGAIN ? sm__error_set(rc, "connect") : rc;
 }
 
 SM_API int sm_conn_events(const sm_conn *c)
@@ -298,7 +298,7 @@ static int lock_send(sm_conn *c, int64_t deadline)
 {
     if (deadline < 0)
         return -pthread_mutex_lock(&c->send_lock);
-    int64_t left = deadline - sm_now_ms();
+    int64_t left = deadline - sm__now_ms();
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     if (left > 0) {
@@ -381,7 +381,7 @@ static int write_frames(sm_conn *c, const struct iovec *iov, int count, int64_t 
     }
     int first = c->held_len ? 0 : 1;
     size_t sent = 0;
-    int rc = sm_io_write_all(c->out_fd, c->plain, all + first, count + 1 - first, deadline, &sent);
+    int rc = sm__io_write_all(c->out_fd, c->plain, all + first, count + 1 - first, deadline, &sent);
     if (rc == 0) {
         release_held(c);
         return 0;
@@ -415,9 +415,9 @@ static int hold_frame(sm_conn *c, const uint8_t *header, const void *msg, size_t
 SM_API int sm_send_flags(sm_conn *c, const void *msg, size_t len, int flags)
 {
     if (!c || (!msg && len) || (flags & ~SM_MORE))
-        return sm_error_set(SM_EINVAL, "sm_send: NULL argument or unknown flag");
+        return sm__error_set(SM_EINVAL, "sm_send: NULL argument or unknown flag");
     if (len > UINT32_MAX)
-        return sm_error_set(SM_ETOOBIG, "sm_send: %zu bytes", len);
+        return sm__error_set(SM_ETOOBIG, "sm_send: %zu bytes", len);
     uint8_t header[SM_HEADER_LEN];
     sm_frame_header_put(header, (uint32_t)len);
     struct iovec frame[2] = { { header, sizeof header }, { (void *)msg, len } };
@@ -425,7 +425,7 @@ SM_API int sm_send_flags(sm_conn *c, const void *msg, size_t len, int flags)
     int64_t deadline = call_deadline(c, c->opt.send_timeout_ms);
     int rc = lock_send(c, deadline);
     if (rc)
-        return sm_error_set(would_block(c, rc), "send %zu bytes: another thread sends", len);
+        return sm__error_set(would_block(c, rc), "send %zu bytes: another thread sends", len);
     rc = finish_connect(c);
     if (!rc)
         rc = c->send_error;
@@ -439,7 +439,7 @@ SM_API int sm_send_flags(sm_conn *c, const void *msg, size_t len, int flags)
         (!c->held_len || c->held_len + SM_HEADER_LEN + len <= SM_SEND_BUFFER))
         rc = hold_frame(c, header, msg, len);
     pthread_mutex_unlock(&c->send_lock);
-    return rc ? sm_error_set(would_block(c, rc), "send %zu bytes", len) : 0;
+    return rc ? sm__error_set(would_block(c, rc), "send %zu bytes", len) : 0;
 }
 
 SM_API int sm_send(sm_conn *c, const void *msg, size_t len)
@@ -450,16 +450,16 @@ SM_API int sm_send(sm_conn *c, const void *msg, size_t len)
 SM_API int sm_flush(sm_conn *c)
 {
     if (!c)
-        return sm_error_set(SM_EINVAL, "sm_flush: NULL connection");
+        return sm__error_set(SM_EINVAL, "sm_flush: NULL connection");
     int64_t deadline = call_deadline(c, c->opt.send_timeout_ms);
     int rc = lock_send(c, deadline);
     if (rc)
-        return sm_error_set(would_block(c, rc), "flush: another thread sends");
+        return sm__error_set(would_block(c, rc), "flush: another thread sends");
     rc = finish_connect(c);
     if (!rc)
         rc = c->held_len ? write_frames(c, NULL, 0, deadline) : c->send_error;
     pthread_mutex_unlock(&c->send_lock);
-    return rc ? sm_error_set(would_block(c, rc), "flush held messages") : 0;
+    return rc ? sm__error_set(would_block(c, rc), "flush held messages") : 0;
 }
 
 /* A receive writes held messages first: the reply may depend on them.
@@ -479,7 +479,7 @@ static int flush_before_receive(sm_conn *c)
      * the messages already here can still be received. */
     if (rc == SM_ETIMEDOUT && c->opt.nonblocking)
         rc = 0;
-    return rc ? sm_error_set(rc, "flush held messages") : 0;
+    return rc ? sm__error_set(rc, "flush held messages") : 0;
 }
 
 /* Records a receive failure; all but a resumable timeout stick. */
@@ -487,7 +487,7 @@ static int recv_fail(sm_conn *c, int rc, int resumable, const char *what)
 {
     if (!(resumable && rc == SM_ETIMEDOUT))
         c->recv_error = rc;
-    return sm_error_set(would_block(c, rc), "receive %s", what);
+    return sm__error_set(would_block(c, rc), "receive %s", what);
 }
 
 /* Ensures `need` bytes (at most sizeof rbuf) are buffered, reading as much
@@ -507,7 +507,7 @@ static int fill(sm_conn *c, size_t need, int64_t deadline)
     }
     while (c->rend - c->rpos < need) {
         ssize_t n =
-            sm_io_read(c->fd, c->plain, c->rbuf + c->rend, sizeof c->rbuf - c->rend, 0, deadline);
+            sm__io_read(c->fd, c->plain, c->rbuf + c->rend, sizeof c->rbuf - c->rend, 0, deadline);
         if (n == 0)
             return c->rend == c->rpos ? SM_ECLOSED : SM_ETRUNCATED;
         if (n < 0)
@@ -531,8 +531,8 @@ static int64_t next_length(sm_conn *c, int64_t deadline)
     uint32_t len = sm_frame_header_get(c->rbuf + c->rpos);
     if (len > c->opt.max_frame) {
         c->recv_error = SM_ETOOBIG;
-        return sm_error_set(SM_ETOOBIG, "receive: peer announced %u bytes, max frame is %u", len,
-                            c->opt.max_frame);
+        return sm__error_set(SM_ETOOBIG, "receive: peer announced %u bytes, max frame is %u", len,
+                             c->opt.max_frame);
     }
     return len;
 }
@@ -577,7 +577,7 @@ static int read_large(sm_conn *c, uint8_t *dst, uint32_t len, int64_t deadline)
         c->rpos = c->rend = 0;
     }
     while (done < len) {
-        ssize_t n = sm_io_read(c->fd, c->plain, dst + done, len - done, MSG_WAITALL, deadline);
+        ssize_t n = sm__io_read(c->fd, c->plain, dst + done, len - done, MSG_WAITALL, deadline);
         if (n == SM_ETIMEDOUT)
             return park_large(c, dst, len, done);
         if (n <= 0)
@@ -596,7 +596,7 @@ static int gather_large(sm_conn *c, size_t len, int64_t deadline)
         /* realloc keeps the bytes of a frame a timeout cut. */
         uint8_t *p = realloc(c->view, len);
         if (!p)
-            return sm_error_set(SM_ENOMEM, "receive: %zu bytes", len);
+            return sm__error_set(SM_ENOMEM, "receive: %zu bytes", len);
         c->view = p;
         c->view_cap = len;
     }
@@ -646,14 +646,14 @@ static int64_t begin_receive(sm_conn *c, int64_t *deadline)
 SM_API ssize_t sm_recv(sm_conn *c, void *buf, size_t cap)
 {
     if (!c || (!buf && cap))
-        return sm_error_set(SM_EINVAL, "sm_recv: NULL argument");
+        return sm__error_set(SM_EINVAL, "sm_recv: NULL argument");
     int64_t deadline = -1;
     int64_t len = begin_receive(c, &deadline);
     if (len < 0)
         return (ssize_t)len;
     if ((uint64_t)len > cap)
-        return sm_error_set(SM_EMSGSIZE, "receive: message of %lld bytes, buffer holds %zu",
-                            (long long)len, cap);
+        return sm__error_set(SM_EMSGSIZE, "receive: message of %lld bytes, buffer holds %zu",
+                             (long long)len, cap);
     int rc = read_payload(c, buf, (size_t)len, deadline);
     return rc ? rc : (ssize_t)len;
 }
@@ -661,10 +661,10 @@ SM_API ssize_t sm_recv(sm_conn *c, void *buf, size_t cap)
 SM_API ssize_t sm_recv_alloc(sm_conn *c, void **msg)
 {
     if (!msg)
-        return sm_error_set(SM_EINVAL, "sm_recv_alloc: NULL argument");
+        return sm__error_set(SM_EINVAL, "sm_recv_alloc: NULL argument");
     *msg = NULL;
     if (!c)
-        return sm_error_set(SM_EINVAL, "sm_recv_alloc: NULL argument");
+        return sm__error_set(SM_EINVAL, "sm_recv_alloc: NULL argument");
     int64_t deadline = -1;
     int64_t len = begin_receive(c, &deadline);
     if (len < 0)
@@ -681,7 +681,7 @@ SM_API ssize_t sm_recv_alloc(sm_conn *c, void **msg)
     }
     uint8_t *p = malloc(len ? (size_t)len : 1);
     if (!p)
-        return sm_error_set(SM_ENOMEM, "receive: %lld bytes", (long long)len);
+        return sm__error_set(SM_ENOMEM, "receive: %lld bytes", (long long)len);
     int rc = read_payload(c, p, (size_t)len, deadline);
     if (rc) {
         free(p);
@@ -715,10 +715,10 @@ static int view_large(sm_conn *c, size_t len, int64_t deadline, const void **msg
 SM_API ssize_t sm_recv_view(sm_conn *c, const void **msg)
 {
     if (!msg)
-        return sm_error_set(SM_EINVAL, "sm_recv_view: NULL argument");
+        return sm__error_set(SM_EINVAL, "sm_recv_view: NULL argument");
     *msg = NULL;
     if (!c)
-        return sm_error_set(SM_EINVAL, "sm_recv_view: NULL argument");
+        return sm__error_set(SM_EINVAL, "sm_recv_view: NULL argument");
     int64_t deadline = -1;
     int64_t len = begin_receive(c, &deadline);
     if (len < 0)
@@ -744,18 +744,18 @@ SM_API int sm_conn_set_options(sm_conn *c, const sm_options *opts)
 {
     sm_options opt;
     if (!c)
-        return sm_error_set(SM_EINVAL, "sm_conn_set_options: NULL connection");
-    int rc = sm_options_resolve(&opt, opts);
+        return sm__error_set(SM_EINVAL, "sm_conn_set_options: NULL connection");
+    int rc = sm__options_resolve(&opt, opts);
     if (rc)
         return rc;
     if (opt.nagle != c->opt.nagle && !c->plain) {
         struct sockaddr_storage ss = { 0 };
         socklen_t len = sizeof ss;
         if (getsockname(c->fd, (struct sockaddr *)&ss, &len) < 0)
-            return sm_error_set(-errno, "getsockname");
-        rc = sm_sock_set_nodelay(c->fd, ss.ss_family, opt.nagle);
+            return sm__error_set(-errno, "getsockname");
+        rc = sm__sock_set_nodelay(c->fd, ss.ss_family, opt.nagle);
         if (rc)
-            return sm_error_set(rc, "setsockopt TCP_NODELAY");
+            return sm__error_set(rc, "setsockopt TCP_NODELAY");
     }
     c->opt = opt;
     return 0;
@@ -764,8 +764,8 @@ SM_API int sm_conn_set_options(sm_conn *c, const sm_options *opts)
 SM_API int sm_conn_peer(const sm_conn *c, char *buf, size_t len)
 {
     if (!c || !buf)
-        return sm_error_set(SM_EINVAL, "sm_conn_peer: NULL argument");
-    return sm_addr_of_fd(c->fd, 1, buf, len);
+        return sm__error_set(SM_EINVAL, "sm_conn_peer: NULL argument");
+    return sm__addr_of_fd(c->fd, 1, buf, len);
 }
 
 SM_API int sm_conn_fd(const sm_conn *c)

@@ -45,7 +45,7 @@ SM_API const char *sm_last_error(void)
     return last_error;
 }
 
-int sm_error_set(int rc, const char *fmt, ...)
+int sm__error_set(int rc, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);

@@ -3,7 +3,7 @@
 #define SM_LIB_ERROR_H
 
 /* Records "<detail>: <sm_strerror(rc)>" for sm_last_error() and returns rc,
- * so a failing path can end with `return sm_error_set(rc, ...)`. */
-int sm_error_set(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+ * so a failing path can end with `return sm__error_set(rc, ...)`. */
+int sm__error_set(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

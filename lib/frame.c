@@ -12,7 +12,7 @@
 
 #include <stdlib.h>
 
-void sm_decoder_init(sm_decoder *d, uint32_t max_frame)
+void sm__decoder_init(sm_decoder *d, uint32_t max_frame)
 {
     sm_frame_decoder_init(&d->codec, max_frame, NULL, 0);
 }
@@ -24,13 +24,13 @@ static void release(sm_decoder *d)
     sm_frame_decoder_set_buffer(&d->codec, NULL, 0);
 }
 
-void sm_decoder_free(sm_decoder *d)
+void sm__decoder_free(sm_decoder *d)
 {
     release(d);
     sm_frame_decoder_init(&d->codec, d->codec.max_frame, NULL, 0);
 }
 
-int sm_decoder_in_frame(const sm_decoder *d)
+int sm__decoder_in_frame(const sm_decoder *d)
 {
     return sm_frame_decoder_in_frame(&d->codec);
 }
@@ -52,7 +52,7 @@ static int reserve(sm_decoder *d, uint32_t need)
     return 0;
 }
 
-int sm_decoder_feed(sm_decoder *d, const uint8_t *data, size_t n, sm_frame_fn *fn, void *arg)
+int sm__decoder_feed(sm_decoder *d, const uint8_t *data, size_t n, sm_frame_fn *fn, void *arg)
 {
     for (;;) {
         sm_frame_result r;

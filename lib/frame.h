@@ -18,7 +18,7 @@
 #define SM_HEADER_LEN SM_FRAME_HEADER_LEN
 
 /* Called once per complete message; msg is valid only during the call.
- * A nonzero return stops sm_decoder_feed, which returns that value. */
+ * A nonzero return stops sm__decoder_feed, which returns that value. */
 typedef int sm_frame_fn(void *arg, const uint8_t *msg, uint32_t len);
 
 /*
@@ -32,17 +32,17 @@ typedef struct sm_decoder {
     sm_frame_decoder codec; /* its buffer, when set, is malloc()ed by us */
 } sm_decoder;
 
-void sm_decoder_init(sm_decoder *d, uint32_t max_frame);
+void sm__decoder_init(sm_decoder *d, uint32_t max_frame);
 
 /* Decodes n bytes.  Returns 0, the callback's nonzero value, SM_ETOOBIG
  * (a header over max_frame: nothing was allocated for it) or SM_ENOMEM.
  * After an error the stream is unusable: free the decoder. */
-int sm_decoder_feed(sm_decoder *d, const uint8_t *data, size_t n, sm_frame_fn *fn, void *arg);
+int sm__decoder_feed(sm_decoder *d, const uint8_t *data, size_t n, sm_frame_fn *fn, void *arg);
 
 /* 1 if part of a frame is held, so the stream ending now is truncation. */
-int sm_decoder_in_frame(const sm_decoder *d);
+int sm__decoder_in_frame(const sm_decoder *d);
 
 /* Releases the partial-frame buffer; the decoder may be fed again. */
-void sm_decoder_free(sm_decoder *d);
+void sm__decoder_free(sm_decoder *d);
 
 #endif

@@ -22,17 +22,17 @@ struct sm_listener {
 SM_API int sm_listen_opts(sm_listener **out, const char *addr, const sm_options *opts)
 {
     if (!out || !addr)
-        return sm_error_set(SM_EINVAL, "sm_listen: NULL argument");
+        return sm__error_set(SM_EINVAL, "sm_listen: NULL argument");
     *out = NULL;
     sm_listener *l = calloc(1, sizeof *l);
     if (!l)
-        return sm_error_set(SM_ENOMEM, "sm_listen");
+        return sm__error_set(SM_ENOMEM, "sm_listen");
     sm_addr a;
-    int rc = sm_options_resolve(&l->opt, opts);
+    int rc = sm__options_resolve(&l->opt, opts);
     if (!rc)
-        rc = sm_addr_parse(&a, addr);
+        rc = sm__addr_parse(&a, addr);
     if (!rc)
-        rc = sm_bind(&l->bound, &a, addr);
+        rc = sm__bind(&l->bound, &a, addr);
     if (rc) {
         free(l);
         return rc;
@@ -49,18 +49,18 @@ SM_API int sm_listen(sm_listener **out, const char *addr)
 SM_API int sm_accept(sm_listener *l, sm_conn **out)
 {
     if (!l || !out)
-        return sm_error_set(SM_EINVAL, "sm_accept: NULL argument");
+        return sm__error_set(SM_EINVAL, "sm_accept: NULL argument");
     *out = NULL;
-    int64_t deadline = sm_deadline(l->opt.accept_timeout_ms);
+    int64_t deadline = sm__deadline(l->opt.accept_timeout_ms);
     int fd;
-    while ((fd = sm_sock_accept(l->bound.fd, 0)) == -EAGAIN) {
-        int rc = sm_wait(l->bound.fd, POLLIN, deadline);
+    while ((fd = sm__sock_accept(l->bound.fd, 0)) == -EAGAIN) {
+        int rc = sm__wait(l->bound.fd, POLLIN, deadline);
         if (rc)
-            return sm_error_set(rc, "accept");
+            return sm__error_set(rc, "accept");
     }
     if (fd < 0)
-        return sm_error_set(fd, "accept");
-    int rc = sm_conn_new(fd, l->bound.family, &l->opt, out);
+        return sm__error_set(fd, "accept");
+    int rc = sm__conn_new(fd, l->bound.family, &l->opt, out);
     if (rc)
         close(fd);
     return rc;
@@ -69,8 +69,8 @@ SM_API int sm_accept(sm_listener *l, sm_conn **out)
 SM_API int sm_listener_addr(const sm_listener *l, char *buf, size_t len)
 {
     if (!l || !buf)
-        return sm_error_set(SM_EINVAL, "sm_listener_addr: NULL argument");
-    return sm_addr_of_fd(l->bound.fd, 0, buf, len);
+        return sm__error_set(SM_EINVAL, "sm_listener_addr: NULL argument");
+    return sm__addr_of_fd(l->bound.fd, 0, buf, len);
 }
 
 SM_API int sm_listener_fd(const sm_listener *l)
@@ -82,6 +82,6 @@ SM_API void sm_listener_close(sm_listener *l)
 {
     if (!l)
         return;
-    sm_unbind(&l->bound);
+    sm__unbind(&l->bound);
     free(l);
 }

@@ -20,7 +20,7 @@ static uint32_t to_epoll(unsigned events)
            (events & SM_POLL_HUP ? EPOLLRDHUP : 0u);
 }
 
-int sm_poller_new(sm_poller **out)
+int sm__poller_new(sm_poller **out)
 {
     sm_poller *p = malloc(sizeof *p);
     if (!p)
@@ -29,16 +29,16 @@ int sm_poller_new(sm_poller **out)
     p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     int rc = p->epoll_fd < 0 || p->wake_fd < 0 ? -errno : 0;
     if (!rc)
-        rc = sm_poller_add(p, p->wake_fd, SM_POLL_WAKE_KEY, SM_POLL_IN);
+        rc = sm__poller_add(p, p->wake_fd, SM_POLL_WAKE_KEY, SM_POLL_IN);
     if (rc) {
-        sm_poller_free(p);
+        sm__poller_free(p);
         return rc;
     }
     *out = p;
     return 0;
 }
 
-void sm_poller_free(sm_poller *p)
+void sm__poller_free(sm_poller *p)
 {
     if (!p)
         return;
@@ -55,22 +55,22 @@ static int control(sm_poller *p, int op, int fd, uint64_t key, unsigned events)
     return epoll_ctl(p->epoll_fd, op, fd, &ev) < 0 ? -errno : 0;
 }
 
-int sm_poller_add(sm_poller *p, int fd, uint64_t key, unsigned events)
+int sm__poller_add(sm_poller *p, int fd, uint64_t key, unsigned events)
 {
     return control(p, EPOLL_CTL_ADD, fd, key, events);
 }
 
-int sm_poller_mod(sm_poller *p, int fd, uint64_t key, unsigned events)
+int sm__poller_mod(sm_poller *p, int fd, uint64_t key, unsigned events)
 {
     return control(p, EPOLL_CTL_MOD, fd, key, events);
 }
 
-int sm_poller_del(sm_poller *p, int fd)
+int sm__poller_del(sm_poller *p, int fd)
 {
     return control(p, EPOLL_CTL_DEL, fd, 0, 0);
 }
 
-int sm_poller_wait(sm_poller *p, sm_poll_event *out, int max, int timeout_ms)
+int sm__poller_wait(sm_poller *p, sm_poll_event *out, int max, int timeout_ms)
 {
     if (max > BATCH)
         max = BATCH;
@@ -92,12 +92,12 @@ int sm_poller_wait(sm_poller *p, sm_poll_event *out, int max, int timeout_ms)
     return n;
 }
 
-int sm_poller_fd(const sm_poller *p)
+int sm__poller_fd(const sm_poller *p)
 {
     return p->epoll_fd;
 }
 
-void sm_poller_wake(sm_poller *p)
+void sm__poller_wake(sm_poller *p)
 {
     uint64_t one = 1;
     /* write() is async-signal-safe; a full counter still wakes the loop. */

@@ -13,7 +13,7 @@
 #define SM_POLL_ERR 4u /* error or hang-up: a read or write tells which */
 #define SM_POLL_HUP 8u /* the peer will send no more (asked for, like IN) */
 
-/* The key reported when sm_poller_wake was called. */
+/* The key reported when sm__poller_wake was called. */
 #define SM_POLL_WAKE_KEY UINT64_MAX
 
 typedef struct sm_poller sm_poller;
@@ -23,25 +23,25 @@ typedef struct sm_poll_event {
     unsigned events;
 } sm_poll_event;
 
-int sm_poller_new(sm_poller **out); /* 0 or -errno */
-void sm_poller_free(sm_poller *p);
+int sm__poller_new(sm_poller **out); /* 0 or -errno */
+void sm__poller_free(sm_poller *p);
 
 /* Register, change or remove fd; key comes back in its events.
  * Return 0 or -errno. */
-int sm_poller_add(sm_poller *p, int fd, uint64_t key, unsigned events);
-int sm_poller_mod(sm_poller *p, int fd, uint64_t key, unsigned events);
-int sm_poller_del(sm_poller *p, int fd);
+int sm__poller_add(sm_poller *p, int fd, uint64_t key, unsigned events);
+int sm__poller_mod(sm_poller *p, int fd, uint64_t key, unsigned events);
+int sm__poller_del(sm_poller *p, int fd);
 
 /* Waits up to timeout_ms (-1: forever) and fills at most max events.
  * Returns their number (0 on timeout or EINTR) or -errno. */
-int sm_poller_wait(sm_poller *p, sm_poll_event *out, int max, int timeout_ms);
+int sm__poller_wait(sm_poller *p, sm_poll_event *out, int max, int timeout_ms);
 
 /* The epoll descriptor, readable when an event waits (for a caller's
  * own loop). */
-int sm_poller_fd(const sm_poller *p);
+int sm__poller_fd(const sm_poller *p);
 
-/* Makes a pending or the next sm_poller_wait return SM_POLL_WAKE_KEY.
+/* Makes a pending or the next sm__poller_wait return SM_POLL_WAKE_KEY.
  * Safe from any thread and from a signal handler. */
-void sm_poller_wake(sm_poller *p);
+void sm__poller_wake(sm_poller *p);
 
 #endif

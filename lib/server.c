@@ -125,7 +125,7 @@ static struct client *find_open(const sm_server *s, sm_conn_id id)
     struct client *c = s ? lookup(s, id) : NULL;
     if (c && c->state == OPEN)
         return c;
-    sm_error_set(SM_ENOCONN, "connection %llu", (unsigned long long)id);
+    sm__error_set(SM_ENOCONN, "connection %llu", (unsigned long long)id);
     return NULL;
 }
 
@@ -195,7 +195,7 @@ static void list_append(sm_server *s, struct client *c)
 
 static void touch(sm_server *s, struct client *c)
 {
-    c->last_input = sm_now_ms();
+    c->last_input = sm__now_ms();
     if (s->newest != c) {
         list_remove(s, c);
         list_append(s, c);
@@ -207,11 +207,11 @@ static void touch(sm_server *s, struct client *c)
 static void set_accepting(sm_server *s, int on)
 {
     for (int i = 0; i < s->listener_count; i++)
-        sm_poller_mod(s->poller, s->listeners[i].fd, LISTENER_KEY | (uint64_t)i,
-                      on ? SM_POLL_IN : 0);
+        sm__poller_mod(s->poller, s->listeners[i].fd, LISTENER_KEY | (uint64_t)i,
+                       on ? SM_POLL_IN : 0);
     s->accept_paused = !on;
     if (!on) {
-        s->accept_retry_at = sm_now_ms() + ACCEPT_RETRY_MS;
+        s->accept_retry_at = sm__now_ms() + ACCEPT_RETRY_MS;
         s->stats.accept_pauses++;
     }
 }
@@ -221,7 +221,7 @@ static void update_interest(sm_server *s, struct client *c)
     /* HUP even while paused: a peer that leaves must be noticed. */
     unsigned want = (may_read(s, c) ? SM_POLL_IN : 0) | (queued(c) ? SM_POLL_OUT : 0) |
                     (c->state == OPEN ? SM_POLL_HUP : 0);
-    if (want != c->interest && sm_poller_mod(s->poller, c->fd, c->id, want) == 0)
+    if (want != c->interest && sm__poller_mod(s->poller, c->fd, c->id, want) == 0)
         c->interest = want;
     if (c->state == OPEN && !c->paused && !(want & SM_POLL_IN))
         s->budget_paused = 1; /* apply_budget resumes it */
@@ -248,7 +248,7 @@ static void client_free(sm_server *s, struct client *c, int reason)
     c->state = CLOSING;
     if (s->handlers.on_close)
         s->handlers.on_close(s, c->id, reason, s->arg);
-    sm_poller_del(s->poller, c->fd);
+    sm__poller_del(s->poller, c->fd);
     close(c->fd);
     s->by_fd[c->fd] = NULL;
     list_remove(s, c);
@@ -256,7 +256,7 @@ static void client_free(sm_server *s, struct client *c, int reason)
         s->finisher = NULL;
     s->buffered -= c->holding;
     drop_posts(s, c->posted);
-    sm_decoder_free(&c->decoder);
+    sm__decoder_free(&c->decoder);
     free(c->out);
     free(c);
     s->stats.conns--;
@@ -290,13 +290,13 @@ static struct client *client_open(sm_server *s, int fd, int family)
     c->id = (sm_conn_id)(atomic_fetch_add(&next_sequence, 1) << ID_FD_BITS) | (uint64_t)fd;
     c->interest = SM_POLL_IN | SM_POLL_HUP;
     c->posted_tail = &c->posted;
-    if (sm_poller_add(s->poller, fd, c->id, c->interest)) {
+    if (sm__poller_add(s->poller, fd, c->id, c->interest)) {
         free(c);
         return NULL;
     }
-    sm_sock_set_nodelay(fd, family, s->opt.nagle);
-    sm_decoder_init(&c->decoder, s->opt.max_frame);
-    c->last_input = sm_now_ms();
+    sm__sock_set_nodelay(fd, family, s->opt.nagle);
+    sm__decoder_init(&c->decoder, s->opt.max_frame);
+    c->last_input = sm__now_ms();
     s->by_fd[fd] = c;
     list_append(s, c);
     s->stats.conns++;
@@ -308,14 +308,14 @@ static struct client *client_open(sm_server *s, int fd, int family)
 SM_API int sm_server_adopt(sm_server *s, int fd, sm_conn_id *id)
 {
     if (!s || fd < 0)
-        return sm_error_set(SM_EINVAL, "sm_server_adopt: NULL server or negative fd");
+        return sm__error_set(SM_EINVAL, "sm_server_adopt: NULL server or negative fd");
     int family;
-    int rc = sm_sock_adopt(fd, 0, &family);
+    int rc = sm__sock_adopt(fd, 0, &family);
     if (rc)
-        return sm_error_set(rc, "sm_server_adopt: fd %d", fd);
+        return sm__error_set(rc, "sm_server_adopt: fd %d", fd);
     struct client *c = client_open(s, fd, family);
     if (!c)
-        return sm_error_set(SM_ENOMEM, "sm_server_adopt: fd %d", fd);
+        return sm__error_set(SM_ENOMEM, "sm_server_adopt: fd %d", fd);
     if (id)
         *id = c->id;
     return 0;
@@ -325,7 +325,7 @@ static void accept_clients(sm_server *s, int index)
 {
     const sm_bound *l = &s->listeners[index];
     for (int i = 0; i < ACCEPT_BATCH && !s->accept_paused; i++) {
-        int fd = sm_sock_accept(l->fd, SOCK_NONBLOCK);
+        int fd = sm__sock_accept(l->fd, SOCK_NONBLOCK);
         if (fd == -EMFILE || fd == -ENFILE || fd == -ENOBUFS || fd == -ENOMEM) {
             /* Out of descriptors: the client stays in the backlog, and a
              * level-triggered listener would wake us at once, forever. */
@@ -374,7 +374,7 @@ static int enqueue(sm_server *s, struct client *c, const void *msg, size_t len)
     if (queued(c) + frame > s->opt.max_queue)
         return SM_EFULL;
     if (!queued(c))
-        c->last_output = sm_now_ms(); /* the stall clock starts with the queue */
+        c->last_output = sm__now_ms(); /* the stall clock starts with the queue */
     if (c->out_len + frame > c->out_cap && c->out_pos > 0) {
         memmove(c->out, c->out + c->out_pos, queued(c));
         c->out_len -= c->out_pos;
@@ -426,10 +426,10 @@ static void client_flush(sm_server *s, struct client *c)
     if (queued(c)) {
         struct iovec iov = { c->out + c->out_pos, queued(c) };
         size_t sent = 0;
-        int rc = sm_io_write_all(c->fd, 0, &iov, 1, SM_NOW, &sent);
+        int rc = sm__io_write_all(c->fd, 0, &iov, 1, SM_NOW, &sent);
         c->out_pos += sent;
         if (sent)
-            c->last_output = sm_now_ms();
+            c->last_output = sm__now_ms();
         if (rc && rc != SM_ETIMEDOUT) {
             client_free(s, c, rc);
             return;
@@ -471,7 +471,7 @@ static void drain_and_close(sm_server *s, struct client *c, int reason)
 {
     c->state = DRAINING;
     c->close_reason = reason;
-    c->drain_deadline = sm_now_ms() + s->opt.stall_timeout_ms;
+    c->drain_deadline = sm__now_ms() + s->opt.stall_timeout_ms;
     mark_dirty(s, c);
 }
 
@@ -494,13 +494,13 @@ static int deliver(void *arg, const uint8_t *msg, uint32_t len)
     return c->state != OPEN; /* disconnected by the handler: stop here */
 }
 
-int sm_server_input(sm_server *s, sm_conn_id id, const uint8_t *data, size_t len)
+int sm__server_input(sm_server *s, sm_conn_id id, const uint8_t *data, size_t len)
 {
     struct client *c = lookup(s, id);
     if (!c || c->state != OPEN)
         return SM_ENOCONN;
     if (len == 0) {
-        if (sm_decoder_in_frame(&c->decoder))
+        if (sm__decoder_in_frame(&c->decoder))
             client_free(s, c, SM_ETRUNCATED);
         else
             drain_and_close(s, c, SM_ECLOSED);
@@ -508,14 +508,14 @@ int sm_server_input(sm_server *s, sm_conn_id id, const uint8_t *data, size_t len
     }
     touch(s, c);
     s->feeding = c;
-    int rc = sm_decoder_feed(&c->decoder, data, len, deliver, s);
+    int rc = sm__decoder_feed(&c->decoder, data, len, deliver, s);
     s->feeding = NULL;
     if (rc < 0) {
         client_free(s, c, rc); /* SM_ETOOBIG or SM_ENOMEM: only this client */
         return 0;
     }
     account(s, c);
-    if (s->finisher == c && !sm_decoder_in_frame(&c->decoder))
+    if (s->finisher == c && !sm__decoder_in_frame(&c->decoder))
         s->finisher = NULL; /* its frame is done: another may finish now */
     update_interest(s, c);
     return 0;
@@ -525,14 +525,14 @@ int sm_server_input(sm_server *s, sm_conn_id id, const uint8_t *data, size_t len
  * if there may be more, or -1 if nothing is there now. */
 static int client_read(sm_server *s, struct client *c)
 {
-    ssize_t n = sm_io_read(c->fd, 0, s->scratch, sizeof s->scratch, 0, SM_NOW);
+    ssize_t n = sm__io_read(c->fd, 0, s->scratch, sizeof s->scratch, 0, SM_NOW);
     if (n == SM_ETIMEDOUT)
         return -1;
     if (n < 0) {
         client_free(s, c, (int)n);
         return 1;
     }
-    sm_server_input(s, c->id, s->scratch, (size_t)n);
+    sm__server_input(s, c->id, s->scratch, (size_t)n);
     return n == 0;
 }
 
@@ -555,7 +555,7 @@ static void client_error(sm_server *s, struct client *c)
     socklen_t len = sizeof err;
     getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
     int reason = err ? -err : SM_ECLOSED;
-    if (!err && c->state == OPEN && sm_decoder_in_frame(&c->decoder))
+    if (!err && c->state == OPEN && sm__decoder_in_frame(&c->decoder))
         reason = SM_ETRUNCATED;
     client_free(s, c, c->state == DRAINING && !err ? c->close_reason : reason);
 }
@@ -637,7 +637,7 @@ static struct client *pick_finisher(const sm_server *s)
     uint32_t best_missing = UINT32_MAX;
     for (struct client *c = s->oldest; c; c = c->newer) {
         uint32_t missing = decoder_missing(&c->decoder);
-        if (c->state == OPEN && !c->paused && sm_decoder_in_frame(&c->decoder) &&
+        if (c->state == OPEN && !c->paused && sm__decoder_in_frame(&c->decoder) &&
             missing < best_missing) {
             best = c;
             best_missing = missing;
@@ -728,7 +728,7 @@ static int next_timeout(const sm_server *s, int64_t now)
         t = s->accept_retry_at - now;
     if (s->buffered && s->stall_check_at - now < t)
         t = s->stall_check_at - now;
-    int64_t due = sm_timers_next(&s->timers);
+    int64_t due = sm__timers_next(&s->timers);
     if (due != INT64_MAX && due - now < t)
         t = due - now;
     if (t == INT64_MAX)
@@ -747,7 +747,7 @@ static void close_all(sm_server *s, int reason)
         if (queued(c)) {
             struct iovec iov = { c->out + c->out_pos, queued(c) };
             size_t sent;
-            sm_io_write_all(c->fd, 0, &iov, 1, SM_NOW, &sent);
+            sm__io_write_all(c->fd, 0, &iov, 1, SM_NOW, &sent);
         }
         client_free(s, c, reason);
     }
@@ -760,14 +760,14 @@ static void run_timers(sm_server *s, int64_t now)
 {
     size_t due = s->timers.len;
     sm_timer t;
-    while (due-- > 0 && sm_timers_pop_due(&s->timers, now, &t)) {
+    while (due-- > 0 && sm__timers_pop_due(&s->timers, now, &t)) {
         s->firing = t.id;
         s->firing_cancelled = 0;
         t.fn(s, t.id, t.arg);
         s->firing = 0;
         if (t.repeat_ms > 0 && !s->firing_cancelled) {
             t.due = now + t.repeat_ms;
-            sm_timers_add(&s->timers, &t); /* on SM_ENOMEM it stops repeating */
+            sm__timers_add(&s->timers, &t); /* on SM_ENOMEM it stops repeating */
         }
     }
 }
@@ -776,7 +776,7 @@ static void run_timers(sm_server *s, int64_t now)
 static void after_events(sm_server *s)
 {
     /* Expire first, so what on_close handlers queue is written now. */
-    int64_t now = sm_now_ms();
+    int64_t now = sm__now_ms();
     if (s->opt.idle_timeout_ms)
         expire_idle(s, now);
     run_timers(s, now);
@@ -799,18 +799,18 @@ static void end_run(sm_server *s)
 SM_API int sm_server_run_once(sm_server *s, int timeout_ms)
 {
     if (!s)
-        return sm_error_set(SM_EINVAL, "sm_server_run_once: NULL server");
+        return sm__error_set(SM_EINVAL, "sm_server_run_once: NULL server");
     if (atomic_load(&s->stop_requested)) {
         end_run(s);
         return SM_ESTOPPED;
     }
-    int wait = next_timeout(s, sm_now_ms());
+    int wait = next_timeout(s, sm__now_ms());
     if (timeout_ms >= 0 && (wait < 0 || timeout_ms < wait))
         wait = timeout_ms;
     sm_poll_event events[EVENT_BATCH];
-    int n = sm_poller_wait(s->poller, events, EVENT_BATCH, wait);
+    int n = sm__poller_wait(s->poller, events, EVENT_BATCH, wait);
     if (n < 0)
-        return sm_error_set(n, "sm_server_run_once: wait for events");
+        return sm__error_set(n, "sm_server_run_once: wait for events");
     for (int i = 0; i < n; i++)
         handle_event(s, &events[i]);
     after_events(s);
@@ -820,7 +820,7 @@ SM_API int sm_server_run_once(sm_server *s, int timeout_ms)
 SM_API int sm_server_run(sm_server *s)
 {
     if (!s)
-        return sm_error_set(SM_EINVAL, "sm_server_run: NULL server");
+        return sm__error_set(SM_EINVAL, "sm_server_run: NULL server");
     int rc;
     while ((rc = sm_server_run_once(s, -1)) >= 0) {
     }
@@ -832,22 +832,22 @@ SM_API int sm_server_run(sm_server *s)
 
 SM_API int sm_server_fd(const sm_server *s)
 {
-    return s ? sm_poller_fd(s->poller) : SM_EINVAL;
+    return s ? sm__poller_fd(s->poller) : SM_EINVAL;
 }
 
 SM_API int sm_server_timeout(const sm_server *s)
 {
-    return s ? next_timeout(s, sm_now_ms()) : SM_EINVAL;
+    return s ? next_timeout(s, sm__now_ms()) : SM_EINVAL;
 }
 
 SM_API int sm_server_timer(sm_server *s, int delay_ms, int repeat_ms, sm_timer_fn *fn, void *arg,
                            uint64_t *id)
 {
     if (!s || !fn || delay_ms < 0 || repeat_ms < 0)
-        return sm_error_set(SM_EINVAL, "sm_server_timer: NULL argument or negative time");
-    sm_timer t = { sm_now_ms() + delay_ms, ++s->next_timer_id, repeat_ms, fn, arg };
-    if (sm_timers_add(&s->timers, &t))
-        return sm_error_set(SM_ENOMEM, "sm_server_timer");
+        return sm__error_set(SM_EINVAL, "sm_server_timer: NULL argument or negative time");
+    sm_timer t = { sm__now_ms() + delay_ms, ++s->next_timer_id, repeat_ms, fn, arg };
+    if (sm__timers_add(&s->timers, &t))
+        return sm__error_set(SM_ENOMEM, "sm_server_timer");
     if (id)
         *id = t.id;
     return 0;
@@ -859,9 +859,9 @@ SM_API int sm_server_cancel_timer(sm_server *s, uint64_t id)
         s->firing_cancelled = 1;
         return 0;
     }
-    if (!s || sm_timers_cancel(&s->timers, id))
-        return sm_error_set(SM_ENOCONN, "sm_server_cancel_timer: no timer %llu",
-                            (unsigned long long)id);
+    if (!s || sm__timers_cancel(&s->timers, id))
+        return sm__error_set(SM_ENOCONN, "sm_server_cancel_timer: no timer %llu",
+                             (unsigned long long)id);
     return 0;
 }
 
@@ -894,7 +894,7 @@ SM_API void sm_server_stop(sm_server *s)
         return;
     /* Only a lock-free atomic store and write(): async-signal-safe. */
     atomic_store(&s->stop_requested, 1);
-    sm_poller_wake(s->poller);
+    sm__poller_wake(s->poller);
 }
 
 /* ---- setup and the rest of the API ---- */
@@ -904,7 +904,7 @@ static int resolve_options(sm_server_options *dst, const sm_server_options *opts
     static const sm_server_options defaults;
     *dst = opts ? *opts : defaults;
     if (dst->idle_timeout_ms < 0 || dst->max_conns < 0 || dst->stall_timeout_ms < 0)
-        return sm_error_set(SM_EINVAL, "server options: negative value");
+        return sm__error_set(SM_EINVAL, "server options: negative value");
     if (!dst->max_frame)
         dst->max_frame = SM_DEFAULT_MAX_FRAME;
     if (!dst->high_water)
@@ -925,20 +925,20 @@ SM_API int sm_server_new(sm_server **out, const sm_server_handlers *handlers,
                          const sm_server_options *opts, void *arg)
 {
     if (!out)
-        return sm_error_set(SM_EINVAL, "sm_server_new: NULL argument");
+        return sm__error_set(SM_EINVAL, "sm_server_new: NULL argument");
     *out = NULL;
     sm_server *s = calloc(1, sizeof *s);
     if (!s)
-        return sm_error_set(SM_ENOMEM, "sm_server_new");
+        return sm__error_set(SM_ENOMEM, "sm_server_new");
     int rc = resolve_options(&s->opt, opts);
     if (rc) {
         free(s);
         return rc;
     }
-    rc = sm_poller_new(&s->poller);
+    rc = sm__poller_new(&s->poller);
     if (rc) {
         free(s);
-        return sm_error_set(rc, "sm_server_new: poller");
+        return sm__error_set(rc, "sm_server_new: poller");
     }
     if (handlers)
         s->handlers = *handlers;
@@ -955,13 +955,13 @@ static int add_listener(sm_server *s, sm_bound *b, const char *what)
 {
     sm_bound *list = realloc(s->listeners, (size_t)(s->listener_count + 1) * sizeof *list);
     if (!list)
-        return sm_error_set(SM_ENOMEM, "%s", what);
+        return sm__error_set(SM_ENOMEM, "%s", what);
     s->listeners = list;
     int index = s->listener_count;
-    int rc = sm_poller_add(s->poller, b->fd, LISTENER_KEY | (uint64_t)index,
-                           s->accept_paused ? 0 : SM_POLL_IN);
+    int rc = sm__poller_add(s->poller, b->fd, LISTENER_KEY | (uint64_t)index,
+                            s->accept_paused ? 0 : SM_POLL_IN);
     if (rc)
-        return sm_error_set(rc, "%s", what);
+        return sm__error_set(rc, "%s", what);
     s->listeners[s->listener_count++] = *b;
     return index;
 }
@@ -969,28 +969,28 @@ static int add_listener(sm_server *s, sm_bound *b, const char *what)
 SM_API int sm_server_listen(sm_server *s, const char *addr)
 {
     if (!s || !addr)
-        return sm_error_set(SM_EINVAL, "sm_server_listen: NULL argument");
+        return sm__error_set(SM_EINVAL, "sm_server_listen: NULL argument");
     sm_addr a;
     sm_bound b;
-    int rc = sm_addr_parse(&a, addr);
+    int rc = sm__addr_parse(&a, addr);
     if (!rc)
-        rc = sm_bind(&b, &a, addr);
+        rc = sm__bind(&b, &a, addr);
     if (rc)
         return rc;
     rc = add_listener(s, &b, addr);
     if (rc < 0)
-        sm_unbind(&b);
+        sm__unbind(&b);
     return rc;
 }
 
 SM_API int sm_server_listen_fd(sm_server *s, int fd)
 {
     if (!s || fd < 0)
-        return sm_error_set(SM_EINVAL, "sm_server_listen_fd: NULL server or negative fd");
+        return sm__error_set(SM_EINVAL, "sm_server_listen_fd: NULL server or negative fd");
     sm_bound b = { .fd = fd };
-    int rc = sm_sock_adopt(fd, 1, &b.family);
+    int rc = sm__sock_adopt(fd, 1, &b.family);
     if (rc)
-        return sm_error_set(rc, "sm_server_listen_fd: fd %d", fd);
+        return sm__error_set(rc, "sm_server_listen_fd: fd %d", fd);
     return add_listener(s, &b, "sm_server_listen_fd");
 }
 
@@ -999,7 +999,7 @@ SM_API int sm_server_listen_fd(sm_server *s, int fd)
 SM_API int sm_server_listen_inherited(sm_server *s)
 {
     if (!s)
-        return sm_error_set(SM_EINVAL, "sm_server_listen_inherited: NULL server");
+        return sm__error_set(SM_EINVAL, "sm_server_listen_inherited: NULL server");
     const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
     if (!pid || !fds || strtol(pid, NULL, 10) != (long)getpid())
         return 0;
@@ -1018,17 +1018,17 @@ SM_API int sm_server_listen_inherited(sm_server *s)
 SM_API int sm_server_addr(const sm_server *s, int index, char *buf, size_t len)
 {
     if (!s || index < 0 || index >= s->listener_count || !buf)
-        return sm_error_set(SM_EINVAL, "sm_server_addr: no listener %d", index);
-    return sm_addr_of_fd(s->listeners[index].fd, 0, buf, len);
+        return sm__error_set(SM_EINVAL, "sm_server_addr: no listener %d", index);
+    return sm__addr_of_fd(s->listeners[index].fd, 0, buf, len);
 }
 
 /* The checks every send-like call makes on its arguments. */
 static int check_send(const sm_server *s, const void *msg, size_t len, const char *what)
 {
     if (!s || (!msg && len))
-        return sm_error_set(SM_EINVAL, "%s: NULL argument", what);
+        return sm__error_set(SM_EINVAL, "%s: NULL argument", what);
     if (len > UINT32_MAX)
-        return sm_error_set(SM_ETOOBIG, "%s: %zu bytes", what, len);
+        return sm__error_set(SM_ETOOBIG, "%s: %zu bytes", what, len);
     return 0;
 }
 
@@ -1042,8 +1042,8 @@ SM_API int sm_server_send(sm_server *s, sm_conn_id id, const void *msg, size_t l
         return SM_ENOCONN;
     rc = enqueue(s, c, msg, len);
     if (rc)
-        return sm_error_set(rc, "queue %zu bytes to %llu", SM_HEADER_LEN + len,
-                            (unsigned long long)id);
+        return sm__error_set(rc, "queue %zu bytes to %llu", SM_HEADER_LEN + len,
+                             (unsigned long long)id);
     return 0;
 }
 
@@ -1072,9 +1072,9 @@ static int add_post(sm_server *s, struct post *p, const char *what)
     pthread_mutex_unlock(&s->post_lock);
     if (full) {
         free(p);
-        return sm_error_set(SM_EFULL, "%s: %zu bytes already posted", what, s->opt.max_posted);
+        return sm__error_set(SM_EFULL, "%s: %zu bytes already posted", what, s->opt.max_posted);
     }
-    sm_poller_wake(s->poller);
+    sm__poller_wake(s->poller);
     return 0;
 }
 
@@ -1084,15 +1084,15 @@ SM_API int sm_server_post(sm_server *s, sm_conn_id id, const void *msg, size_t l
     if (rc)
         return rc;
     if (id == 0)
-        return sm_error_set(SM_EINVAL, "sm_server_post: id 0 is never a connection");
+        return sm__error_set(SM_EINVAL, "sm_server_post: id 0 is never a connection");
     /* An id whose sequence was never handed out names no connection. */
     if (id >> ID_FD_BITS >= atomic_load(&next_sequence))
-        return sm_error_set(SM_ENOCONN, "sm_server_post: connection %llu", (unsigned long long)id);
+        return sm__error_set(SM_ENOCONN, "sm_server_post: connection %llu", (unsigned long long)id);
     if (SM_HEADER_LEN + len > s->opt.max_queue)
-        return sm_error_set(SM_EFULL, "sm_server_post: %zu bytes can never fit max_queue", len);
+        return sm__error_set(SM_EFULL, "sm_server_post: %zu bytes can never fit max_queue", len);
     struct post *p = malloc(sizeof *p + len);
     if (!p)
-        return sm_error_set(SM_ENOMEM, "sm_server_post");
+        return sm__error_set(SM_ENOMEM, "sm_server_post");
     *p = (struct post){ .id = id, .len = len };
     if (len)
         memcpy(p->msg, msg, len);
@@ -1102,10 +1102,10 @@ SM_API int sm_server_post(sm_server *s, sm_conn_id id, const void *msg, size_t l
 SM_API int sm_server_call(sm_server *s, sm_call_fn *fn, void *arg)
 {
     if (!s || !fn)
-        return sm_error_set(SM_EINVAL, "sm_server_call: NULL argument");
+        return sm__error_set(SM_EINVAL, "sm_server_call: NULL argument");
     struct post *p = malloc(sizeof *p);
     if (!p)
-        return sm_error_set(SM_ENOMEM, "sm_server_call");
+        return sm__error_set(SM_ENOMEM, "sm_server_call");
     *p = (struct post){ .call = fn, .call_arg = arg };
     return add_post(s, p, "sm_server_call");
 }
@@ -1123,7 +1123,7 @@ SM_API int sm_server_set_data(sm_server *s, sm_conn_id id, void *data)
 {
     struct client *c = s ? lookup(s, id) : NULL;
     if (!c)
-        return sm_error_set(SM_ENOCONN, "connection %llu", (unsigned long long)id);
+        return sm__error_set(SM_ENOCONN, "connection %llu", (unsigned long long)id);
     c->data = data;
     return 0;
 }
@@ -1138,10 +1138,10 @@ SM_API int sm_server_peer(const sm_server *s, sm_conn_id id, char *buf, size_t l
 {
     struct client *c = s ? lookup(s, id) : NULL;
     if (!c)
-        return sm_error_set(SM_ENOCONN, "connection %llu", (unsigned long long)id);
+        return sm__error_set(SM_ENOCONN, "connection %llu", (unsigned long long)id);
     if (!buf)
-        return sm_error_set(SM_EINVAL, "sm_server_peer: NULL buffer");
-    return sm_addr_of_fd(c->fd, 1, buf, len);
+        return sm__error_set(SM_EINVAL, "sm_server_peer: NULL buffer");
+    return sm__addr_of_fd(c->fd, 1, buf, len);
 }
 
 SM_API size_t sm_server_ids(const sm_server *s, sm_conn_id *ids, size_t cap)
@@ -1172,7 +1172,7 @@ SM_API void sm_server_free(sm_server *s)
         return;
     close_all(s, SM_ESTOPPED);
     for (int i = 0; i < s->listener_count; i++)
-        sm_unbind(&s->listeners[i]);
+        sm__unbind(&s->listeners[i]);
     free(s->listeners);
     /* No client is left to queue to, and queued calls are not run. */
     pthread_mutex_lock(&s->post_lock);
@@ -1180,8 +1180,8 @@ SM_API void sm_server_free(sm_server *s)
     s->posts = NULL;
     pthread_mutex_unlock(&s->post_lock);
     drop_posts(s, left);
-    sm_poller_free(s->poller);
-    sm_timers_free(&s->timers);
+    sm__poller_free(s->poller);
+    sm__timers_free(&s->timers);
     pthread_mutex_destroy(&s->post_lock);
     free(s->by_fd);
     free(s->dirty);

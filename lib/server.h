@@ -7,6 +7,6 @@
 
 /* Handles bytes as if just read from client id; len 0 is end of stream.
  * Returns 0 or SM_ENOCONN.  Loop thread only. */
-int sm_server_input(sm_server *s, sm_conn_id id, const uint8_t *data, size_t len);
+int sm__server_input(sm_server *s, sm_conn_id id, const uint8_t *data, size_t len);
 
 #endif

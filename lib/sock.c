@@ -14,25 +14,25 @@
 #include <time.h>
 #include <unistd.h>
 
-int64_t sm_now_ms(void)
+int64_t sm__now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int64_t sm_deadline(int timeout_ms)
+int64_t sm__deadline(int timeout_ms)
 {
-    return timeout_ms > 0 ? sm_now_ms() + timeout_ms : -1;
+    return timeout_ms > 0 ? sm__now_ms() + timeout_ms : -1;
 }
 
-int sm_wait(int fd, short events, int64_t deadline)
+int sm__wait(int fd, short events, int64_t deadline)
 {
     struct pollfd p = { .fd = fd, .events = events };
     for (;;) {
         int timeout = -1;
         if (deadline >= 0) {
-            int64_t left = deadline - sm_now_ms();
+            int64_t left = deadline - sm__now_ms();
             if (left <= 0)
                 return SM_ETIMEDOUT;
             timeout = left > 1000000 ? 1000000 : (int)left;
@@ -45,7 +45,7 @@ int sm_wait(int fd, short events, int64_t deadline)
     }
 }
 
-int sm_socket(int family, int flags)
+int sm__socket(int family, int flags)
 {
     int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
     return fd < 0 ? -errno : fd;
@@ -62,7 +62,7 @@ static int set_blocking(int fd, int blocking)
 
 /* A non-blocking connect, so the wait can honour the deadline; EINTR on a
  * blocking connect would leave it running in the background anyway. */
-int sm_sock_connect(int fd, const struct sockaddr *sa, socklen_t len, int64_t deadline)
+int sm__sock_connect(int fd, const struct sockaddr *sa, socklen_t len, int64_t deadline)
 {
     int rc = set_blocking(fd, 0);
     if (rc)
@@ -70,7 +70,7 @@ int sm_sock_connect(int fd, const struct sockaddr *sa, socklen_t len, int64_t de
     if (connect(fd, sa, len) < 0) {
         if (errno != EINPROGRESS && errno != EINTR)
             return -errno;
-        rc = sm_wait(fd, POLLOUT, deadline);
+        rc = sm__wait(fd, POLLOUT, deadline);
         if (rc)
             return rc;
         int err = 0;
@@ -89,7 +89,7 @@ static int set_send_timeout(int fd, int64_t deadline)
 {
     struct timeval tv = { 0, 0 };
     if (deadline >= 0) {
-        int64_t left = deadline - sm_now_ms();
+        int64_t left = deadline - sm__now_ms();
         if (left <= 0)
             return SM_ETIMEDOUT;
         tv.tv_sec = (time_t)(left / 1000);
@@ -101,7 +101,7 @@ static int set_send_timeout(int fd, int64_t deadline)
 /* A Unix socket has no connect in progress: while the listener's backlog
  * is full, a non-blocking connect fails with EAGAIN at once.  A blocking
  * one waits for room, for as long as SO_SNDTIMEO allows. */
-int sm_sock_connect_unix(int fd, const struct sockaddr *sa, socklen_t len, int64_t deadline)
+int sm__sock_connect_unix(int fd, const struct sockaddr *sa, socklen_t len, int64_t deadline)
 {
     int rc;
     while ((rc = set_send_timeout(fd, deadline)) == 0 && connect(fd, sa, len) < 0) {
@@ -112,7 +112,7 @@ int sm_sock_connect_unix(int fd, const struct sockaddr *sa, socklen_t len, int64
     return rc ? rc : set_send_timeout(fd, -1);
 }
 
-int sm_sock_accept(int listen_fd, int flags)
+int sm__sock_accept(int listen_fd, int flags)
 {
     for (;;) {
         int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | flags);
@@ -125,7 +125,7 @@ int sm_sock_accept(int listen_fd, int flags)
     }
 }
 
-int sm_sock_adopt(int fd, int listening, int *family)
+int sm__sock_adopt(int fd, int listening, int *family)
 {
     int on = 0;
     socklen_t on_len = sizeof on;
@@ -143,7 +143,7 @@ int sm_sock_adopt(int fd, int listening, int *family)
     return rc;
 }
 
-int sm_sock_set_nodelay(int fd, int family, int nagle)
+int sm__sock_set_nodelay(int fd, int family, int nagle)
 {
     if (family != AF_INET && family != AF_INET6)
         return 0;
@@ -160,7 +160,7 @@ static ssize_t read_once(int fd, int plain, void *buf, size_t len, int flags)
 
 /* With no deadline a blocking socket simply blocks (one syscall per
  * read); with one, MSG_DONTWAIT and poll() bound the wait. */
-ssize_t sm_io_read(int fd, int plain, void *buf, size_t len, int flags, int64_t deadline)
+ssize_t sm__io_read(int fd, int plain, void *buf, size_t len, int flags, int64_t deadline)
 {
     if (deadline >= 0)
         flags = (flags & ~MSG_WAITALL) | MSG_DONTWAIT;
@@ -172,7 +172,7 @@ ssize_t sm_io_read(int fd, int plain, void *buf, size_t len, int flags, int64_t 
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return -errno;
-        int rc = sm_wait(fd, POLLIN, deadline);
+        int rc = sm__wait(fd, POLLIN, deadline);
         if (rc)
             return rc;
     }
@@ -222,8 +222,8 @@ static ssize_t write_once(int fd, int plain, struct iovec *iov, int iovcnt, int 
     return sendmsg(fd, &msg, flags);
 }
 
-int sm_io_write_all(int fd, int plain, struct iovec *iov, int iovcnt, int64_t deadline,
-                    size_t *sent)
+int sm__io_write_all(int fd, int plain, struct iovec *iov, int iovcnt, int64_t deadline,
+                     size_t *sent)
 {
     /* MSG_NOSIGNAL: a vanished peer is an EPIPE return, never SIGPIPE. */
     int flags = MSG_NOSIGNAL | (deadline >= 0 ? MSG_DONTWAIT : 0);
@@ -239,7 +239,7 @@ int sm_io_write_all(int fd, int plain, struct iovec *iov, int iovcnt, int64_t de
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return -errno;
-        int rc = sm_wait(fd, POLLOUT, deadline);
+        int rc = sm__wait(fd, POLLOUT, deadline);
         if (rc)
             return rc;
     }

@@ -32,7 +32,7 @@ static void sift_down(sm_timer *h, size_t len, size_t i)
     }
 }
 
-int sm_timers_add(sm_timers *t, const sm_timer *timer)
+int sm__timers_add(sm_timers *t, const sm_timer *timer)
 {
     if (t->len == t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 16;
@@ -58,7 +58,7 @@ static void remove_at(sm_timers *t, size_t i)
 }
 
 /* A linear search: cancelling is rare next to firing. */
-int sm_timers_cancel(sm_timers *t, uint64_t id)
+int sm__timers_cancel(sm_timers *t, uint64_t id)
 {
     for (size_t i = 0; i < t->len; i++) {
         if (t->heap[i].id == id) {
@@ -69,12 +69,12 @@ int sm_timers_cancel(sm_timers *t, uint64_t id)
     return SM_ENOCONN;
 }
 
-int64_t sm_timers_next(const sm_timers *t)
+int64_t sm__timers_next(const sm_timers *t)
 {
     return t->len ? t->heap[0].due : INT64_MAX;
 }
 
-int sm_timers_pop_due(sm_timers *t, int64_t now, sm_timer *out)
+int sm__timers_pop_due(sm_timers *t, int64_t now, sm_timer *out)
 {
     if (!t->len || t->heap[0].due > now)
         return 0;
@@ -83,7 +83,7 @@ int sm_timers_pop_due(sm_timers *t, int64_t now, sm_timer *out)
     return 1;
 }
 
-void sm_timers_free(sm_timers *t)
+void sm__timers_free(sm_timers *t)
 {
     free(t->heap);
     t->heap = NULL;

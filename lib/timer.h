@@ -21,18 +21,18 @@ typedef struct sm_timers {
 } sm_timers;
 
 /* Adds t (its id set by the caller).  Returns 0 or SM_ENOMEM. */
-int sm_timers_add(sm_timers *t, const sm_timer *timer);
+int sm__timers_add(sm_timers *t, const sm_timer *timer);
 
 /* Removes the timer with this id.  Returns 0 or SM_ENOCONN (no such timer). */
-int sm_timers_cancel(sm_timers *t, uint64_t id);
+int sm__timers_cancel(sm_timers *t, uint64_t id);
 
 /* The earliest due time, or INT64_MAX with no timers. */
-int64_t sm_timers_next(const sm_timers *t);
+int64_t sm__timers_next(const sm_timers *t);
 
 /* Removes the earliest timer into *out if it is due at now: 1, else 0. */
-int sm_timers_pop_due(sm_timers *t, int64_t now, sm_timer *out);
+int sm__timers_pop_due(sm_timers *t, int64_t now, sm_timer *out);
 
 /* Frees the heap. */
-void sm_timers_free(sm_timers *t);
+void sm__timers_free(sm_timers *t);
 
 #endif

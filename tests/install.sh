@@ -50,6 +50,15 @@ others=$(grep -v '^sm_' "$tmp/exported" || true)
 sed -n 's/^SM_API[^(]*[ *]\(sm_[a-z0-9_]*\)(.*/\1/p' "$header" | sort -u >"$tmp/declared"
 missing=$(comm -23 "$tmp/declared" "$tmp/exported")
 [ -z "$missing" ] || fail "declared in the header but not exported: $(words "$missing")"
+extra=$(comm -13 "$tmp/declared" "$tmp/exported")
+[ -z "$extra" ] || fail "exported but not in the header: $(words "$extra")"
+
+# ---- the static library: the API, and internals only under sm__ ----
+# (a program linking libsockmsg.a gets every global name of it: an internal
+# one must not be able to clash with a name of the program's own)
+nm -g --defined-only "$root/lib/libsockmsg.a" | awk 'NF == 3 {print $3}' | sort -u >"$tmp/static"
+leaked=$(grep -v '^sm__' "$tmp/static" | comm -23 - "$tmp/declared")
+[ -z "$leaked" ] || fail "libsockmsg.a defines names outside the API and sm__: $(words "$leaked")"
 
 # ---- a consumer, built with pkg-config against the installed copy ----
 cat >"$tmp/consumer.c" <<'C'

@@ -10,7 +10,7 @@
 static void expect_host_port(const char *text, const char *host, const char *port)
 {
     sm_addr a;
-    cr_assert_eq(sm_addr_parse(&a, text), 0, "'%s': %s", text, sm_last_error());
+    cr_assert_eq(sm__addr_parse(&a, text), 0, "'%s': %s", text, sm_last_error());
     cr_assert_not(a.is_unix, "'%s'", text);
     cr_assert_str_eq(a.host, host, "'%s'", text);
     cr_assert_str_eq(a.port, port, "'%s'", text);
@@ -35,7 +35,7 @@ Test(addr, any_interface)
 Test(addr, unix_path)
 {
     sm_addr a;
-    cr_assert_eq(sm_addr_parse(&a, "unix:/tmp/x.sock"), 0);
+    cr_assert_eq(sm__addr_parse(&a, "unix:/tmp/x.sock"), 0);
     cr_assert(a.is_unix);
     cr_assert_str_eq(a.unix_addr.sun_path, "/tmp/x.sock");
 }
@@ -51,7 +51,7 @@ Test(addr, malformed_are_rejected)
                           "[[]:1", "[[::1]:1", "a]b:1", "x[y:1" };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         sm_addr a;
-        cr_assert_eq(sm_addr_parse(&a, bad[i]), SM_EADDR, "'%s' accepted", bad[i]);
+        cr_assert_eq(sm__addr_parse(&a, bad[i]), SM_EADDR, "'%s' accepted", bad[i]);
         cr_assert(strstr(sm_last_error(), bad[i]) != NULL, "detail '%s' names the address",
                   sm_last_error());
     }
@@ -62,18 +62,18 @@ Test(addr, format_forms)
     char buf[SM_ADDRSTRLEN];
     struct sockaddr_in in = { .sin_family = AF_INET, .sin_port = htons(80) };
     inet_pton(AF_INET, "10.1.2.3", &in.sin_addr);
-    cr_assert_eq(sm_addr_format((struct sockaddr *)&in, sizeof in, buf, sizeof buf), 11);
+    cr_assert_eq(sm__addr_format((struct sockaddr *)&in, sizeof in, buf, sizeof buf), 11);
     cr_assert_str_eq(buf, "10.1.2.3:80");
 
     struct sockaddr_in6 in6 = { .sin6_family = AF_INET6, .sin6_port = htons(9) };
     inet_pton(AF_INET6, "::1", &in6.sin6_addr);
-    sm_addr_format((struct sockaddr *)&in6, sizeof in6, buf, sizeof buf);
+    sm__addr_format((struct sockaddr *)&in6, sizeof in6, buf, sizeof buf);
     cr_assert_str_eq(buf, "[::1]:9");
     inet_pton(AF_INET6, "::ffff:127.0.0.1", &in6.sin6_addr);
-    sm_addr_format((struct sockaddr *)&in6, sizeof in6, buf, sizeof buf);
+    sm__addr_format((struct sockaddr *)&in6, sizeof in6, buf, sizeof buf);
     cr_assert_str_eq(buf, "127.0.0.1:9", "v4-mapped shown as IPv4");
 
-    cr_assert_eq(sm_addr_format((struct sockaddr *)&in, sizeof in, buf, 5), SM_EINVAL);
+    cr_assert_eq(sm__addr_format((struct sockaddr *)&in, sizeof in, buf, 5), SM_EINVAL);
 }
 
 Test(addr, formatted_address_parses_back)
@@ -81,6 +81,6 @@ Test(addr, formatted_address_parses_back)
     char buf[SM_ADDRSTRLEN];
     struct sockaddr_in6 in6 = { .sin6_family = AF_INET6, .sin6_port = htons(4242) };
     inet_pton(AF_INET6, "fe80::1", &in6.sin6_addr);
-    sm_addr_format((struct sockaddr *)&in6, sizeof in6, buf, sizeof buf);
+    sm__addr_format((struct sockaddr *)&in6, sizeof in6, buf, sizeof buf);
     expect_host_port(buf, "fe80::1", "4242");
 }

@@ -72,10 +72,10 @@ static void check_split(const uint32_t *lens, int n, size_t chunk)
     uint8_t *wire = encode(lens, n, &total);
     sm_decoder d;
     struct seen s = { 0 };
-    sm_decoder_init(&d, SM_DEFAULT_MAX_FRAME);
+    sm__decoder_init(&d, SM_DEFAULT_MAX_FRAME);
     for (size_t off = 0; off < total; off += chunk) {
         size_t take = total - off < chunk ? total - off : chunk;
-        cr_assert_eq(sm_decoder_feed(&d, wire + off, take, record, &s), 0);
+        cr_assert_eq(sm__decoder_feed(&d, wire + off, take, record, &s), 0);
     }
     cr_assert_eq(s.count, n, "chunk %zu: %d frames, want %d", chunk, s.count, n);
     for (int i = 0; i < n; i++) {
@@ -83,9 +83,9 @@ static void check_split(const uint32_t *lens, int n, size_t chunk)
         if (lens[i])
             cr_assert_eq(s.first[i], i + 1);
     }
-    cr_assert_not(sm_decoder_in_frame(&d));
+    cr_assert_not(sm__decoder_in_frame(&d));
     cr_assert_null(d.codec.buf, "no buffer kept between frames");
-    sm_decoder_free(&d);
+    sm__decoder_free(&d);
     free(wire);
 }
 
@@ -102,16 +102,16 @@ Test(frame, decoder_header_fed_byte_by_byte)
     sm_decoder d;
     struct seen s = { 0 };
     const uint8_t wire[] = { 0, 0, 0, 2, 'h', 'i' };
-    sm_decoder_init(&d, 100);
+    sm__decoder_init(&d, 100);
     for (size_t i = 0; i < 3; i++) {
-        cr_assert_eq(sm_decoder_feed(&d, wire + i, 1, record, &s), 0);
-        cr_assert(sm_decoder_in_frame(&d), "header byte %zu is part of a frame", i);
+        cr_assert_eq(sm__decoder_feed(&d, wire + i, 1, record, &s), 0);
+        cr_assert(sm__decoder_in_frame(&d), "header byte %zu is part of a frame", i);
     }
-    cr_assert_eq(sm_decoder_feed(&d, wire + 3, 3, record, &s), 0);
+    cr_assert_eq(sm__decoder_feed(&d, wire + 3, 3, record, &s), 0);
     cr_assert_eq(s.count, 1);
     cr_assert_eq(s.len[0], 2);
     cr_assert_eq(s.first[0], 'h');
-    sm_decoder_free(&d);
+    sm__decoder_free(&d);
 }
 
 Test(frame, decoder_max_is_accepted_max_plus_one_rejected)
@@ -119,17 +119,17 @@ Test(frame, decoder_max_is_accepted_max_plus_one_rejected)
     sm_decoder d;
     struct seen s = { 0 };
     uint8_t h[SM_HEADER_LEN];
-    sm_decoder_init(&d, 1000);
+    sm__decoder_init(&d, 1000);
     sm_frame_header_put(h, 1000);
-    cr_assert_eq(sm_decoder_feed(&d, h, 4, record, &s), 0);
-    cr_assert(sm_decoder_in_frame(&d));
-    sm_decoder_free(&d);
+    cr_assert_eq(sm__decoder_feed(&d, h, 4, record, &s), 0);
+    cr_assert(sm__decoder_in_frame(&d));
+    sm__decoder_free(&d);
 
-    sm_decoder_init(&d, 1000);
+    sm__decoder_init(&d, 1000);
     sm_frame_header_put(h, 1001);
-    cr_assert_eq(sm_decoder_feed(&d, h, 4, record, &s), SM_ETOOBIG);
+    cr_assert_eq(sm__decoder_feed(&d, h, 4, record, &s), SM_ETOOBIG);
     cr_assert_null(d.codec.buf, "nothing allocated for an oversize frame");
-    sm_decoder_free(&d);
+    sm__decoder_free(&d);
 }
 
 Test(frame, decoder_rejects_huge_header_split)
@@ -137,12 +137,12 @@ Test(frame, decoder_rejects_huge_header_split)
     sm_decoder d;
     struct seen s = { 0 };
     const uint8_t h[] = { 0xff, 0xff, 0xff, 0xff };
-    sm_decoder_init(&d, SM_DEFAULT_MAX_FRAME);
-    cr_assert_eq(sm_decoder_feed(&d, h, 2, record, &s), 0);
-    cr_assert_eq(sm_decoder_feed(&d, h + 2, 2, record, &s), SM_ETOOBIG);
+    sm__decoder_init(&d, SM_DEFAULT_MAX_FRAME);
+    cr_assert_eq(sm__decoder_feed(&d, h, 2, record, &s), 0);
+    cr_assert_eq(sm__decoder_feed(&d, h + 2, 2, record, &s), SM_ETOOBIG);
     cr_assert_null(d.codec.buf);
     cr_assert_eq(s.count, 0);
-    sm_decoder_free(&d);
+    sm__decoder_free(&d);
 }
 
 Test(frame, decoder_partial_buffer_tracks_received_bytes)
@@ -150,13 +150,13 @@ Test(frame, decoder_partial_buffer_tracks_received_bytes)
     sm_decoder d;
     struct seen s = { 0 };
     uint8_t h[SM_HEADER_LEN], byte = 7;
-    sm_decoder_init(&d, SM_DEFAULT_MAX_FRAME);
+    sm__decoder_init(&d, SM_DEFAULT_MAX_FRAME);
     sm_frame_header_put(h, SM_DEFAULT_MAX_FRAME);
-    cr_assert_eq(sm_decoder_feed(&d, h, 4, record, &s), 0);
-    cr_assert_eq(sm_decoder_feed(&d, &byte, 1, record, &s), 0);
+    cr_assert_eq(sm__decoder_feed(&d, h, 4, record, &s), 0);
+    cr_assert_eq(sm__decoder_feed(&d, &byte, 1, record, &s), 0);
     /* One byte of a 16 MiB frame must not cost 16 MiB. */
     cr_assert_leq(d.codec.cap, 1024, "cap %zu after one byte", d.codec.cap);
-    sm_decoder_free(&d);
+    sm__decoder_free(&d);
 }
 
 Test(frame, decoder_stops_when_callback_says_so)
@@ -166,10 +166,10 @@ Test(frame, decoder_stops_when_callback_says_so)
     uint8_t *wire = encode(lens, 3, &total);
     sm_decoder d;
     struct seen s = { .stop_after = 2 };
-    sm_decoder_init(&d, 100);
-    cr_assert_eq(sm_decoder_feed(&d, wire, total, record, &s), 1);
+    sm__decoder_init(&d, 100);
+    cr_assert_eq(sm__decoder_feed(&d, wire, total, record, &s), 1);
     cr_assert_eq(s.count, 2);
-    sm_decoder_free(&d);
+    sm__decoder_free(&d);
     free(wire);
 }
 
@@ -178,11 +178,11 @@ Test(frame, decoder_truncation_is_visible)
     sm_decoder d;
     struct seen s = { 0 };
     const uint8_t wire[] = { 0, 0, 0, 5, 'a', 'b' };
-    sm_decoder_init(&d, 100);
-    cr_assert_not(sm_decoder_in_frame(&d), "a fresh stream ending is a clean close");
-    cr_assert_eq(sm_decoder_feed(&d, wire, sizeof wire, record, &s), 0);
-    cr_assert(sm_decoder_in_frame(&d));
+    sm__decoder_init(&d, 100);
+    cr_assert_not(sm__decoder_in_frame(&d), "a fresh stream ending is a clean close");
+    cr_assert_eq(sm__decoder_feed(&d, wire, sizeof wire, record, &s), 0);
+    cr_assert(sm__decoder_in_frame(&d));
     cr_assert_eq(s.count, 0);
-    sm_decoder_free(&d);
-    cr_assert_not(sm_decoder_in_frame(&d));
+    sm__decoder_free(&d);
+    cr_assert_not(sm__decoder_in_frame(&d));
 }

@@ -29,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(text, data, size);
     text[size] = '\0';
     sm_addr a, again;
-    int rc = sm_addr_parse(&a, text);
+    int rc = sm__addr_parse(&a, text);
     if (rc != 0) {
         if (rc != SM_EADDR || sm_last_error()[0] == '\0')
             abort();
@@ -46,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     write_back(&a, canonical, sizeof canonical);
     if (!a.is_unix && (strchr(a.host, '[') || strchr(a.host, ']')))
         abort(); /* a bracket inside a host name is never valid */
-    if (sm_addr_parse(&again, canonical) != 0 || again.is_unix != a.is_unix ||
+    if (sm__addr_parse(&again, canonical) != 0 || again.is_unix != a.is_unix ||
         strcmp(again.host, a.host) != 0 || strcmp(again.port, a.port) != 0 ||
         again.unix_len != a.unix_len || strcmp(again.unix_addr.sun_path, a.unix_addr.sun_path) != 0)
         abort();

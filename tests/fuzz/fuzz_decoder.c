@@ -87,15 +87,15 @@ static void run_library(const uint8_t *stream, size_t len, uint32_t max_frame, u
 {
     struct expect e = { .stream = stream, .len = len, .max_frame = max_frame };
     sm_decoder d;
-    sm_decoder_init(&d, max_frame);
+    sm__decoder_init(&d, max_frame);
     int rc = 0;
     for (size_t pos = 0; pos < len && rc == 0;) {
         size_t chunk = next_chunk(&seed, len - pos);
-        rc = sm_decoder_feed(&d, stream + pos, chunk, on_message, &e);
+        rc = sm__decoder_feed(&d, stream + pos, chunk, on_message, &e);
         pos += chunk;
     }
-    expect_end(&e, rc, sm_decoder_in_frame(&d));
-    sm_decoder_free(&d);
+    expect_end(&e, rc, sm__decoder_in_frame(&d));
+    sm__decoder_free(&d);
 }
 
 /* One sm_frame_decode result, checked against what the contract says. */

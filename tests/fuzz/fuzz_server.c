@@ -75,9 +75,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (len > size - pos)
             len = size - pos;
         if (who == 3)
-            sm_server_input(s, st.ids[len % CLIENTS], NULL, 0);
+            sm__server_input(s, st.ids[len % CLIENTS], NULL, 0);
         else
-            sm_server_input(s, st.ids[who], data + pos, len);
+            sm__server_input(s, st.ids[who], data + pos, len);
         pos += len;
     }
     sm_server_free(s);
