@@ -305,6 +305,9 @@ install: all
 	    pages=$$(ls docs/man/*.$$sec 2>/dev/null) || continue; \
 	    install -d $(DESTDIR)$(MANDIR)/man$$sec && install -m 644 $$pages $(DESTDIR)$(MANDIR)/man$$sec/; \
 	done
+	@# The dynamic linker's cache must learn of a new library on the live
+	@# system (Debian does not search /usr/local/lib without it).
+	$(if $(DESTDIR),,-ldconfig)
 
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/sockmsg/sockmsg.h $(DESTDIR)$(INCLUDEDIR)/sockmsg/frame.h
