@@ -104,7 +104,7 @@ $(BUILD)/examples/%: examples/%.c $(STATIC)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $< $(STATIC) $(ALL_LDFLAGS) $(EXTRA_LIBS) -o $@
 
-# One program per transport, bench/<transport>.c, each linked with the
+# One program per transport, bench/transport-<name>.c, each linked with the
 # shared workloads in bench/bench.c.  ZeroMQ and nng are baselines only:
 # built when installed (make deps), reported as "not installed" when not.
 HAVE_ZMQ := $(shell pkg-config --exists libzmq 2>/dev/null && echo yes)
@@ -117,7 +117,7 @@ BENCH_COMMON := bench/bench.c bench/rawsock.c
 $(BUILD)/bench/bench-zmq: EXTRA_LIBS = $(shell pkg-config --libs libzmq 2>/dev/null)
 $(BUILD)/bench/bench-nng: EXTRA_LIBS = -lnng
 
-$(BUILD)/bench/bench-%: bench/%.c $(BENCH_COMMON) bench/bench.h bench/rawsock.h $(STATIC)
+$(BUILD)/bench/bench-%: bench/transport-%.c $(BENCH_COMMON) bench/bench.h bench/rawsock.h $(STATIC)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $< $(BENCH_COMMON) $(STATIC) $(ALL_LDFLAGS) $(EXTRA_LIBS) -o $@
 
