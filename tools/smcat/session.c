@@ -114,7 +114,7 @@ static void *sender_main(void *arg)
          * finish, while replies still flow our way.  No frame is held
          * back (we never use SM_MORE), so nothing is lost.  Only on
          * request: a server that ends the conversation at the end of our
-         * input would drop replies it has not sent yet. */
+         * input would drop replies it is still preparing. */
         shutdown(fd, SHUT_WR);
     } else if (code > 0) {
         s->send_code = code;
