@@ -174,7 +174,7 @@ static int next_frame(struct reader *r, struct buf *b, uint32_t max, struct inpu
         return NEXT_END;
     if (n < 4)
         return input_fail(e, EXIT_PROTO, "framed input ends inside a length header");
-    uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+    uint32_t len = sm_frame_header_get(h);
     if (len > max)
         return input_fail(e, EXIT_PROTO,
                           "framed input has a %lu-byte frame, "

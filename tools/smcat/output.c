@@ -41,9 +41,9 @@ static void write_hex(FILE *f, const uint8_t *p, size_t len, uint64_t number)
 
 static void write_framed(FILE *f, const uint8_t *p, size_t len)
 {
-    uint8_t h[4] = { (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
-                     (uint8_t)len };
-    fwrite(h, 1, 4, f);
+    uint8_t h[SM_FRAME_HEADER_LEN];
+    sm_frame_header_put(h, (uint32_t)len);
+    fwrite(h, 1, sizeof h, f);
     fwrite(p, 1, len, f);
 }
 

@@ -14,6 +14,7 @@
 #ifndef SMCAT_H
 #define SMCAT_H
 
+#include <sockmsg/frame.h>
 #include <sockmsg/sockmsg.h>
 
 #include <pthread.h>
