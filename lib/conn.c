@@ -12,9 +12,14 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+/* How many frames a reader that keeps up with a one-way stream leaves in
+ * the kernel when it reads in bulk (see read_size). */
+#define KEEP_FRAMES 8
 
 struct sm_conn {
     int fd;         /* read from here... */
@@ -32,9 +37,14 @@ struct sm_conn {
     uint8_t *view;             /* sm_recv_view's copy of a large message, and
                                 * where a large frame cut by a timeout waits */
     size_t view_cap;
-    uint32_t large_len; /* > 0: a large frame's header was consumed... */
-    size_t large_have;  /* ...and this many of its bytes wait in view */
-    size_t rpos, rend;  /* unread bytes are rbuf[rpos, rend) */
+    uint32_t large_len;   /* > 0: a large frame's header was consumed... */
+    size_t large_have;    /* ...and this many of its bytes wait in view */
+    size_t rpos, rend;    /* unread bytes are rbuf[rpos, rend) */
+    int streaming;        /* a one-way stream we kept up with (see read_size) */
+    unsigned exact_reads; /* reads sized to the frame, while streaming */
+    int bulk;             /* the last read while streaming took a pile */
+    size_t last_len;      /* payload length of the last frame consumed */
+    atomic_int replied;   /* a send since the last receive: request/response */
     uint8_t rbuf[SM_HEADER_LEN + SM_RECV_BUFFER];
 };
 
@@ -83,6 +93,11 @@ int sm__conn_new(int fd, int family, const sm_options *opts, sm_conn **out)
     c->held_len = c->held_cap = c->view_cap = 0;
     c->large_len = 0;
     c->large_have = 0;
+    c->streaming = 0;
+    c->exact_reads = 0;
+    c->bulk = 0;
+    c->last_len = 0;
+    atomic_init(&c->replied, 0);
     atomic_init(&c->holding, 0);
     c->rpos = c->rend = 0;
     *out = c;
@@ -439,7 +454,10 @@ SM_API int sm_send_flags(sm_conn *c, const void *msg, size_t len, int flags)
         (!c->held_len || c->held_len + SM_HEADER_LEN + len <= SM_SEND_BUFFER))
         rc = hold_frame(c, header, msg, len);
     pthread_mutex_unlock(&c->send_lock);
-    return rc ? sm__error_set(would_block(c, rc), "send %zu bytes", len) : 0;
+    if (rc)
+        return sm__error_set(would_block(c, rc), "send %zu bytes", len);
+    atomic_store_explicit(&c->replied, 1, memory_order_relaxed);
+    return 0;
 }
 
 SM_API int sm_send(sm_conn *c, const void *msg, size_t len)
@@ -494,6 +512,38 @@ static int recv_fail(sm_conn *c, int rc, int resumable, const char *what)
  * as fits so one read can bring many small frames.  Returns 0, SM_ECLOSED
  * (end of stream with nothing buffered), SM_ETRUNCATED (end of stream with
  * a partial frame buffered), SM_ETIMEDOUT or -errno. */
+/* How much to ask the kernel for.  As much as fits, so a read brings many
+ * frames, except in one case: a one-way stream of frames (nothing sent
+ * since the last receive) that we have kept up with.  A reader that drains
+ * the socket sleeps, and the next send must wake it: tens of microseconds,
+ * for every message.  So there it reads just what each frame needs, and
+ * every 16th read asks the kernel how much is waiting (FIONREAD, no copy):
+ * a pile is taken in bulk but for KEEP_FRAMES, so the reader stays a little
+ * behind the sender and finds the next frame already there. */
+/* What a bulk read leaves in the kernel: a few frames of the size the
+ * stream has. */
+static size_t keep(const sm_conn *c)
+{
+    return KEEP_FRAMES * (SM_HEADER_LEN + c->last_len);
+}
+
+static size_t read_size(sm_conn *c, size_t need)
+{
+    size_t full = sizeof c->rbuf - c->rend, have = c->rend - c->rpos;
+    if (!c->streaming || atomic_load_explicit(&c->replied, memory_order_relaxed))
+        return full;
+    /* Right after a bulk read, look again: a pile tends to keep coming. */
+    int waiting = 0;
+    if ((c->bulk || ++c->exact_reads % 16 == 0) && ioctl(c->fd, FIONREAD, &waiting) == 0 &&
+        (size_t)waiting > keep(c) + need - have) {
+        size_t bulk = (size_t)waiting - keep(c);
+        c->bulk = 1;
+        return bulk < full ? bulk : full;
+    }
+    c->bulk = 0;
+    return need - have;
+}
+
 static int fill(sm_conn *c, size_t need, int64_t deadline)
 {
     if (c->rend - c->rpos >= need)
@@ -507,7 +557,7 @@ static int fill(sm_conn *c, size_t need, int64_t deadline)
     }
     while (c->rend - c->rpos < need) {
         ssize_t n =
-            sm__io_read(c->fd, c->plain, c->rbuf + c->rend, sizeof c->rbuf - c->rend, 0, deadline);
+            sm__io_read(c->fd, c->plain, c->rbuf + c->rend, read_size(c, need), 0, deadline);
         if (n == 0)
             return c->rend == c->rpos ? SM_ECLOSED : SM_ETRUNCATED;
         if (n < 0)
@@ -515,6 +565,16 @@ static int fill(sm_conn *c, size_t need, int64_t deadline)
         c->rend += (size_t)n;
     }
     return 0;
+}
+
+/* Takes the buffered frame (header and len payload bytes) out of rbuf. */
+static void consume(sm_conn *c, size_t len)
+{
+    c->rpos += SM_HEADER_LEN + len;
+    c->last_len = len;
+    /* A stream we kept up with stays one until we reply (see read_size). */
+    c->streaming |= c->rpos == c->rend;
+    atomic_store_explicit(&c->replied, 0, memory_order_relaxed);
 }
 
 /* Waits for the next header and returns its length, leaving the header
@@ -626,7 +686,7 @@ static int read_payload(sm_conn *c, uint8_t *dst, size_t len, int64_t deadline)
     if (rc)
         return recv_fail(c, rc, 1, "payload");
     memcpy(dst, c->rbuf + c->rpos + SM_HEADER_LEN, len);
-    c->rpos += SM_HEADER_LEN + len;
+    consume(c, len);
     return 0;
 }
 
@@ -698,7 +758,7 @@ static int view_buffered(sm_conn *c, size_t len, int64_t deadline, const void **
     if (rc)
         return recv_fail(c, rc, 1, "payload");
     *msg = c->rbuf + c->rpos + SM_HEADER_LEN;
-    c->rpos += SM_HEADER_LEN + len;
+    consume(c, len);
     return 0;
 }
 
