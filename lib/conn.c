@@ -22,10 +22,11 @@
 #define KEEP_FRAMES 8
 
 struct sm_conn {
-    int fd;         /* read from here... */
-    int out_fd;     /* ...write here: the same but for a pipe pair */
-    int plain;      /* not sockets: read and writev, non-blocking */
-    int connecting; /* a non-blocking connect is in progress */
+    int fd;            /* read from here... */
+    int out_fd;        /* ...write here: the same but for a pipe pair */
+    int plain;         /* not sockets: read and writev, non-blocking */
+    int connecting;    /* a non-blocking connect is in progress */
+    int connect_error; /* how it failed: every call reports it */
     sm_options opt;
     pthread_mutex_t send_lock; /* one frame on the wire at a time */
     int send_error;            /* sticky once the stream is unusable; send_lock */
@@ -86,7 +87,7 @@ int sm__conn_new(int fd, int family, const sm_options *opts, sm_conn **out)
         return sm__error_set(-rc, "new connection");
     }
     c->fd = c->out_fd = fd;
-    c->plain = c->connecting = 0;
+    c->plain = c->connecting = c->connect_error = 0;
     c->opt = *opts;
     c->send_error = c->recv_error = 0;
     c->held = c->view = NULL;
@@ -268,7 +269,7 @@ SM_API int sm_connect_opts(sm_conn **out, const char *addr, const sm_options *op
 static int finish_connect(sm_conn *c)
 {
     if (!c->connecting)
-        return 0;
+        return c->connect_error;
     struct pollfd p = { .fd = c->fd, .events = POLLOUT };
     int n = poll(&p, 1, 0);
     if (n == 0)
@@ -279,7 +280,7 @@ static int finish_connect(sm_conn *c)
         err = errno;
     c->connecting = 0;
     if (err)
-        c->send_error = c->recv_error = -err;
+        c->send_error = c->recv_error = c->connect_error = -err;
     return -err;
 }
 

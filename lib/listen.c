@@ -54,7 +54,7 @@ SM_API int sm_accept(sm_listener *l, sm_conn **out)
     int64_t deadline = sm__deadline(l->opt.accept_timeout_ms);
     int fd;
     while ((fd = sm__sock_accept(l->bound.fd, 0)) == -EAGAIN) {
-        int rc = sm__wait(l->bound.fd, POLLIN, deadline);
+        int rc = l->opt.nonblocking ? SM_EAGAIN : sm__wait(l->bound.fd, POLLIN, deadline);
         if (rc)
             return sm__error_set(rc, "accept");
     }

@@ -720,6 +720,9 @@ static void reset_stalled(sm_server *s, int64_t now)
 
 static int next_timeout(const sm_server *s, int64_t now)
 {
+    /* Output queued outside a handler waits for the next iteration. */
+    if (s->dirty_len)
+        return 0;
     int64_t t = INT64_MAX;
     const struct client *idle = s->opt.idle_timeout_ms ? oldest_unpaused(s) : NULL;
     if (idle)
@@ -859,7 +862,9 @@ SM_API int sm_server_cancel_timer(sm_server *s, uint64_t id)
         s->firing_cancelled = 1;
         return 0;
     }
-    if (!s || sm__timers_cancel(&s->timers, id))
+    if (!s)
+        return sm__error_set(SM_EINVAL, "sm_server_cancel_timer: NULL server");
+    if (sm__timers_cancel(&s->timers, id))
         return sm__error_set(SM_ENOCONN, "sm_server_cancel_timer: no timer %llu",
                              (unsigned long long)id);
     return 0;

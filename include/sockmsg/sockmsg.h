@@ -132,11 +132,13 @@ SM_API int sm_listen_opts(sm_listener **out, const char *addr, const sm_options 
 /*
  * sm_accept - wait for a client and return its connection in *out.
  *
- * Blocks until a client connects or accept_timeout_ms expires.  The new
- * connection (free it with sm_close) has the listener's options.
+ * Blocks until a client connects or accept_timeout_ms expires; with the
+ * listener's options nonblocking, returns SM_EAGAIN at once when no client
+ * waits (poll sm_listener_fd for POLLIN).  The new connection (free it
+ * with sm_close) has the listener's options.
  *
- * Errors: SM_EINVAL, SM_ETIMEDOUT, SM_ENOMEM, -errno (-EMFILE when the
- * process is out of file descriptors: the client stays queued).
+ * Errors: SM_EINVAL, SM_ETIMEDOUT, SM_EAGAIN, SM_ENOMEM, -errno (-EMFILE
+ * when the process is out of file descriptors: the client stays queued).
  */
 SM_API int sm_accept(sm_listener *l, sm_conn **out);
 
@@ -558,8 +560,9 @@ SM_API int sm_server_fd(const sm_server *s);
 /*
  * sm_server_timeout - how long the caller may wait (ms) before the server
  * needs sm_server_run_once even with sm_server_fd quiet: its next timer,
- * idle timeout, stall check or accept retry.  -1: nothing scheduled; 0:
- * now.  Loop thread only.
+ * idle timeout, stall check or accept retry; 0 while output queued outside
+ * a handler (a send from your own code) waits to be written.  -1: nothing
+ * scheduled.  Loop thread only.
  */
 SM_API int sm_server_timeout(const sm_server *s);
 
@@ -588,8 +591,8 @@ SM_API int sm_server_timer(sm_server *s, int delay_ms, int repeat_ms, sm_timer_f
                            uint64_t *id);
 
 /* sm_server_cancel_timer - the timer will not fire again (also from its
- * own callback).  Returns 0 or SM_ENOCONN (no such timer: it ran once
- * and is done, or was cancelled).  Loop thread only. */
+ * own callback).  Returns 0, SM_EINVAL (NULL s) or SM_ENOCONN (no such
+ * timer: it ran once and is done, or was cancelled).  Loop thread only. */
 SM_API int sm_server_cancel_timer(sm_server *s, uint64_t id);
 
 /* A function to run on the loop thread (sm_server_call). */
