@@ -109,13 +109,15 @@ $(BUILD)/examples/%: examples/%.c $(STATIC)
 # built when installed (make deps), reported as "not installed" when not.
 HAVE_ZMQ := $(shell pkg-config --exists libzmq 2>/dev/null && echo yes)
 HAVE_NNG := $(shell echo '\#include <nng/nng.h>' | $(CC) -E -x c - >/dev/null 2>&1 && echo yes)
-BENCH_TRANSPORTS := sockmsg raw-naive raw-buffered $(if $(HAVE_ZMQ),zmq) $(if $(HAVE_NNG),nng)
+BENCH_TRANSPORTS := sockmsg raw-naive raw-buffered raw-buffered-64k $(if $(HAVE_ZMQ),zmq) $(if $(HAVE_NNG),nng)
 BENCH_RUN := $(or $(BENCH_ONLY),$(BENCH_TRANSPORTS))
 BENCH_BIN := $(BENCH_RUN:%=$(BUILD)/bench/bench-%)
 BENCH_COMMON := bench/bench.c bench/rawsock.c
 
 $(BUILD)/bench/bench-zmq: EXTRA_LIBS = $(shell pkg-config --libs libzmq 2>/dev/null)
 $(BUILD)/bench/bench-nng: EXTRA_LIBS = -lnng
+# raw-buffered-64k is raw-buffered.c built with the earlier receive sizes.
+$(BUILD)/bench/bench-raw-buffered-64k: bench/transport-raw-buffered.c
 
 $(BUILD)/bench/bench-%: bench/transport-%.c $(BENCH_COMMON) bench/bench.h bench/rawsock.h $(STATIC)
 	@mkdir -p $(@D)
@@ -125,6 +127,7 @@ $(BUILD)/bench/bench-%: bench/transport-%.c $(BENCH_COMMON) bench/bench.h bench/
 # timings.  QUICK=1 is a smoke run; BENCH_ONLY=sockmsg limits transports.
 bench: lib $(BENCH_BIN)
 	python3 bench/run.py --build $(BUILD) --transports "$(BENCH_RUN)" \
+	    --available "$(BENCH_TRANSPORTS)" \
 	    $(if $(QUICK),--quick) --out bench/results --chart docs/bench-ratios.png
 
 # Fuzzing: libFuzzer targets tests/fuzz/fuzz_*.c, built by clang with the

@@ -223,17 +223,18 @@ static int server_client(int port, pid_t server, int conns, int rounds)
 
 /* ---- the framed echo clients, for servers that speak sockmsg frames ---- */
 
-#define ECHO_SIZE 64
+#define ECHO_SIZE BENCH_ECHO_SIZE
 #define FRAME (4 + ECHO_SIZE)
 
 struct echo_client {
     int fd;
-    int trips;  /* completed round trips */
-    size_t got; /* bytes of the reply in reply[] */
+    int trips;      /* completed round trips */
+    int connecting; /* conn: the first request is not sent yet */
+    size_t got;     /* bytes of the reply in reply[] */
     uint8_t reply[FRAME];
 };
 
-static uint64_t echo_seq(int index, int trip)
+uint64_t bench_echo_seq(int index, int trip)
 {
     return (uint64_t)index << 32 | (uint32_t)trip;
 }
@@ -241,7 +242,7 @@ static uint64_t echo_seq(int index, int trip)
 static int echo_request(struct echo_client *e, int index)
 {
     uint8_t frame[FRAME] = { 0, 0, 0, ECHO_SIZE };
-    bench_fill(frame + 4, ECHO_SIZE, echo_seq(index, e->trips));
+    bench_fill(frame + 4, ECHO_SIZE, bench_echo_seq(index, e->trips));
     e->got = 0;
     /* 68 bytes into an empty socket buffer: one send writes all of it. */
     return send(e->fd, frame, FRAME, MSG_NOSIGNAL) == FRAME ? 0 : -1;
@@ -257,7 +258,7 @@ static int echo_reply(struct echo_client *e, int index)
     if (e->got < FRAME)
         return 0;
     if (e->reply[3] != ECHO_SIZE ||
-        bench_check(e->reply + 4, ECHO_SIZE, ECHO_SIZE, echo_seq(index, e->trips), 1) < 0)
+        bench_check(e->reply + 4, ECHO_SIZE, ECHO_SIZE, bench_echo_seq(index, e->trips), 1) < 0)
         return -1;
     e->trips++;
     return 1;
@@ -343,12 +344,126 @@ out:
     return rc;
 }
 
+/* ---- conn: many connections opened at once, one echo each ---- */
+
+static int conn_client(int port, int conns, int echoes, int raw)
+{
+    struct bench_conn_result r = { 0 };
+    int rc = t_conn_clients(port, conns, echoes, raw, &r);
+    if (rc == BENCH_UNSUPPORTED)
+        return rc;
+    if (rc < 0) {
+        fprintf(stderr, "bench-%s: conn workload: clients failed\n", t_name);
+        return -1;
+    }
+    printf("transport=%s workload=conn client=%s conns=%d echoes=%d open_ms=%.2f total_ms=%.2f\n",
+           t_name, raw ? "raw" : t_name, conns, echoes, r.open_ms, r.total_ms);
+    return 0;
+}
+
+/* The hand-written client: every socket non-blocking from socket() on, its
+ * connect started, and registered for EPOLLOUT; when writable, the request
+ * goes (send() reports a failed connect, so no getsockopt(SO_ERROR)) and
+ * the socket is switched to EPOLLIN.  No TCP_NODELAY: a request waits for
+ * its reply, so Nagle never holds one back. */
+int bench_raw_conn_clients(int port, int conns, int echoes, struct bench_conn_result *r)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)port),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    struct echo_client *cl = calloc((size_t)conns, sizeof *cl);
+    struct epoll_event ev[256];
+    int ep = epoll_create1(EPOLL_CLOEXEC), opened = 0, done = 0, rc = -1;
+    double t0 = bench_now(), deadline = t0 + BENCH_CONN_LIMIT_S;
+    for (; cl && ep >= 0 && opened < conns && bench_now() < deadline; opened++) {
+        struct echo_client *e = &cl[opened];
+        struct epoll_event out = { .events = EPOLLOUT, .data.u32 = (uint32_t)opened };
+        e->connecting = 1;
+        e->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (e->fd < 0 ||
+            (connect(e->fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) ||
+            epoll_ctl(ep, EPOLL_CTL_ADD, e->fd, &out) < 0) {
+            fprintf(stderr, "bench-%s: raw connection %d: %s\n", t_name, opened, strerror(errno));
+            if (e->fd >= 0)
+                close(e->fd);
+            goto out;
+        }
+    }
+    if (opened < conns) {
+        fprintf(stderr, "bench-%s: raw clients: %d of %d connects started\n", t_name, opened,
+                conns);
+        goto out;
+    }
+    r->open_ms = (bench_now() - t0) * 1e3;
+    while (done < conns) {
+        if (bench_now() > deadline) {
+            fprintf(stderr, "bench-%s: raw clients: %d of %d done after %d s\n", t_name, done,
+                    conns, BENCH_CONN_LIMIT_S);
+            goto out;
+        }
+        int n = epoll_wait(ep, ev, 256, 1000);
+        if (n < 0 && errno != EINTR) {
+            perror("bench: epoll_wait");
+            goto out;
+        }
+        for (int k = 0; k < n; k++) {
+            int i = (int)ev[k].data.u32;
+            struct echo_client *e = &cl[i];
+            if (e->connecting) {
+                struct epoll_event in = { .events = EPOLLIN, .data.u32 = (uint32_t)i };
+                e->connecting = 0;
+                if (echo_request(e, i) < 0 || epoll_ctl(ep, EPOLL_CTL_MOD, e->fd, &in) < 0) {
+                    fprintf(stderr, "bench-%s: raw client %d: %s\n", t_name, i, strerror(errno));
+                    goto out;
+                }
+                continue;
+            }
+            int got = echo_reply(e, i);
+            if (got < 0 || (got == 1 && e->trips < echoes && echo_request(e, i) < 0)) {
+                fprintf(stderr, "bench-%s: raw client %d: no right echo\n", t_name, i);
+                goto out;
+            }
+            if (got == 1 && e->trips == echoes)
+                done++;
+        }
+    }
+    r->total_ms = (bench_now() - t0) * 1e3;
+    rc = 0;
+out:
+    for (int i = 0; i < opened; i++)
+        close(cl[i].fd);
+    if (ep >= 0)
+        close(ep);
+    free(cl);
+    return rc;
+}
+
+/* Raises the soft limit on descriptors to need if it is below; -1 when
+ * the hard limit does not allow it. */
+static int fd_limit(long need)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return -1;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)need) {
+        if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < (rlim_t)need) {
+            fprintf(stderr, "bench-%s: %ld descriptors needed, the hard limit is %ld\n", t_name,
+                    need, (long)rl.rlim_max);
+            return -1;
+        }
+        rl.rlim_cur = (rlim_t)need;
+        return setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return 0;
+}
+
 /* ---- main ---- */
 
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: bench-%s lat SIZE COUNT | thr SIZE COUNT [more] | server CONNS ROUNDS\n",
+            "usage: bench-%s lat SIZE COUNT | thr SIZE COUNT [more] | server CONNS ROUNDS |\n"
+            "       conn CONNS ECHOES [raw]\n",
             t_name);
     exit(2);
 }
@@ -412,7 +527,10 @@ int main(int argc, char **argv)
     const char *workload = argv[1];
     long a = atol(argv[2]), b = atol(argv[3]);
     bench_more = argc > 4 && strcmp(argv[4], "more") == 0;
+    int raw = argc > 4 && strcmp(argv[4], "raw") == 0;
     signal(SIGPIPE, SIG_IGN);
+    /* As many descriptors as allowed (ZeroMQ's clients take two each); the
+     * conn workload checks below that its client and server have enough. */
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
         rl.rlim_cur = rl.rlim_max;
@@ -430,6 +548,15 @@ int main(int argc, char **argv)
     } else if (strcmp(workload, "server") == 0 && a > 0 && b > 0) {
         pid = start_server(serve_echo, 0, 0, &port);
         rc = server_client(port, pid, (int)a, (int)b);
+        kill(pid, SIGTERM);
+        terminated = 1;
+    } else if (strcmp(workload, "conn") == 0 && a > 0 && a <= 1000000 && b > 0) {
+        /* The server child inherits the limit: a descriptor per client too. */
+        if (fd_limit(a + 64) < 0)
+            bench_die("conn", "too few file descriptors");
+        pid = start_server(serve_echo, 0, 0, &port);
+        /* Port 0: the transport has no echo server. */
+        rc = port > 0 ? conn_client(port, (int)a, (int)b, raw) : BENCH_UNSUPPORTED;
         kill(pid, SIGTERM);
         terminated = 1;
     } else {

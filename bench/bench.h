@@ -1,11 +1,16 @@
 /*
  * The benchmark harness.  bench.c holds main() and the workloads, written
- * once; each transport (bench/t_*.c) supplies the few calls below, so every
- * transport runs exactly the same loop and the same content checks.
+ * once; each transport (bench/transport-<name>.c) supplies the few calls
+ * below, so every transport runs exactly the same loop and the same
+ * content checks.
  *
  *     bench-<transport> lat SIZE COUNT          ping-pong, after a warm-up
  *     bench-<transport> thr SIZE COUNT [more]   one-way stream, then an ack
  *     bench-<transport> server CONNS ROUNDS     echo through one server
+ *     bench-<transport> conn CONNS ECHOES [raw] CONNS connections opened at
+ *         once (non-blocking connects) to the transport's echo server, then
+ *         ECHOES round trips on each; "raw": by the hand-written epoll
+ *         client instead of the transport's own
  *
  * The server side runs in a child process, on 127.0.0.1 and a port the
  * kernel picks.  Output is one line of key=value pairs; the exit status is
@@ -52,6 +57,18 @@ struct bench_echo_result {
 };
 int t_echo_clients(int port, pid_t server, int conns, int rounds, struct bench_echo_result *r);
 
+/* The conn workload's client side, against t_echo_server on port: opens
+ * conns connections at once, without waiting for any, then does `echoes`
+ * round trips of a BENCH_ECHO_SIZE message on each, one in flight per
+ * connection; each echo is checked whole.  raw != 0 asks for the
+ * hand-written client, bench_raw_conn_clients(), where the server speaks
+ * sockmsg frames.  Connections are closed after the clock stops. */
+struct bench_conn_result {
+    double open_ms;  /* until the last connect was started */
+    double total_ms; /* until the last echo arrived */
+};
+int t_conn_clients(int port, int conns, int echoes, int raw, struct bench_conn_result *r);
+
 /* ---- supplied by bench.c ---- */
 
 /* Set for the "more" variant of thr: the sender says more follow. */
@@ -67,6 +84,15 @@ double bench_now(void);
 long bench_rss_kib(pid_t pid);
 int bench_framed_clients(int port, pid_t server, int conns, int rounds,
                          struct bench_echo_result *r);
+/* The hand-written conn client: non-blocking connect() on every socket,
+ * epoll for writability, then the echoes; see t_conn_clients(). */
+int bench_raw_conn_clients(int port, int conns, int echoes, struct bench_conn_result *r);
+/* The echoed messages of the server and conn workloads: BENCH_ECHO_SIZE
+ * bytes, the sequence number of connection index's trip-th round trip. */
+#define BENCH_ECHO_SIZE 64
+uint64_t bench_echo_seq(int index, int trip);
+/* No conn run may take longer than this. */
+#define BENCH_CONN_LIMIT_S 60
 /* Fails the process with a message; for setup errors in a transport. */
 void bench_die(const char *what, const char *detail);
 

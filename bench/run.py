@@ -2,8 +2,9 @@
 """Runs every workload for every transport, interleaved, and reports medians.
 
 Each repetition runs every row for every transport in turn, so slow phases
-of a noisy machine hit all transports alike; ratios to raw-buffered are
-taken within one repetition, then the median of those ratios is reported.
+of a noisy machine hit all transports alike; ratios to raw-buffered (the
+strong hand-written baseline) are taken within one repetition, then the
+median of those ratios is reported.
 Writes a Markdown results file and (with gnuplot) a PNG chart of the ratios.
 Exit status 1 if any run failed (a content or count mismatch included).
 """
@@ -18,9 +19,13 @@ import sys
 
 # Columns: (name, program, extra argument).  sockmsg-more is the fast path
 # for streams: SM_MORE on the sender, sm_recv_view on the receiver.
+# raw-buffered-64k is raw-buffered as it was up to 2026-11-25 (64 KiB
+# receive buffer), kept to show how much of a ratio's change is the
+# baseline's; every ratio is to the strong raw-buffered.
 COLUMNS = [
     ("raw-naive", "raw-naive", None),
     ("raw-buffered", "raw-buffered", "more"),
+    ("raw-buffered-64k", "raw-buffered-64k", "more"),
     ("sockmsg", "sockmsg", None),
     ("sockmsg-more", "sockmsg", "more"),
     ("zmq", "zmq", None),
@@ -30,24 +35,38 @@ BASE = "raw-buffered"
 
 # Rows: (key, label, workload, size, figure, unit, higher_is_better, counts)
 # counts: the default count, then overrides per column, sized so one run
-# takes about a second here.
+# takes about a second here.  For the server rows, size is the number of
+# clients; for connect, the number of connections ({n} in the label) and
+# the count is the echoes on each.
 ROWS = [
     ("lat64", "RTT 64 B, mean", "lat", 64, "mean_us", "µs", False, (20000, {})),
     ("lat1k", "RTT 1 KiB, mean", "lat", 1024, "mean_us", "µs", False, (20000, {})),
     ("thr64", "64 B one-way", "thr", 64, "msgs_per_s", "M msg/s", True,
-     (1000000, {"raw-buffered": 20000000, "sockmsg-more": 20000000, "zmq": 4000000,
-                "nng": 100000})),
+     (1000000, {"raw-buffered": 20000000, "raw-buffered-64k": 20000000,
+                "sockmsg-more": 20000000, "zmq": 4000000, "nng": 100000})),
     ("thr1k", "1 KiB one-way", "thr", 1024, "msgs_per_s", "M msg/s", True,
-     (500000, {"raw-buffered": 3000000, "sockmsg-more": 3000000, "zmq": 1000000,
-               "nng": 100000})),
+     (500000, {"raw-buffered": 3000000, "raw-buffered-64k": 3000000,
+               "sockmsg-more": 3000000, "zmq": 1000000, "nng": 100000})),
     ("thr64k", "64 KiB one-way", "thr", 65536, "mb_per_s", "GB/s", True, (20000, {})),
     ("thr1m", "1 MiB one-way", "thr", 1048576, "mb_per_s", "GB/s", True, (1000, {})),
     ("srv1k", "1,000 clients echoing", "server", 1000, "trips_per_s", "k trips/s", True,
      (100, {})),
-    ("conns", "10,000 conns, server RSS per idle conn", "server", 10000,
+    ("conns", "{n} conns, server RSS per idle conn", "server", 10000,
      "rss_kib_per_conn", "KiB", False, (1, {})),
+    ("connect", "{n} connections opened at once, one echo each", "conn", 5000,
+     "total_ms", "ms", False, (1, {})),
 ]
-SCALE = {"M msg/s": 1e-6, "GB/s": 1e-3, "k trips/s": 1e-3, "µs": 1, "KiB": 1}
+# Rows whose cells are not the columns' own programs: column -> (program,
+# extra argument), None for "—"; a column not named is n/a.  Both connect
+# clients talk to one server, sm_server: the raw-buffered cell is the
+# hand-written epoll client (bench-sockmsg conn N 1 raw), so its ratio is
+# the library's client against a hand-written one.
+CELLS = {
+    "connect": {"raw-buffered": ("sockmsg", "raw"), "sockmsg": ("sockmsg", None),
+                "sockmsg-more": None},
+}
+QUICK_CONNECTIONS = 500
+SCALE = {"M msg/s": 1e-6, "GB/s": 1e-3, "k trips/s": 1e-3, "µs": 1, "KiB": 1, "ms": 1}
 # ZeroMQ spends two descriptors per client socket: with a 20,000 limit
 # its client side holds at most about 9,900, so its row uses 5,000.
 CONNS_FOR = {"zmq": 5000}
@@ -83,17 +102,41 @@ def run_one(prog, args, timeout):
     return "ok", dict(kv.split("=", 1) for kv in line.split())
 
 
+def row_size(row, quick, column=None):
+    """Clients or connections of a server or conn row in this run."""
+    key, size = row[0], row[3]
+    if row[2] == "conn":
+        return QUICK_CONNECTIONS if quick else size
+    conns = CONNS_FOR.get(column, size) if key == "conns" else size
+    return min(conns, 2000) if quick else conns
+
+
+def label(row, quick):
+    return row[1].format(n=f"{row_size(row, quick):,}")
+
+
 def row_args(row, column, quick):
     key, _, workload, size, _, _, _, (count, over) = row
     count = over.get(column, count)
     if workload == "server":
-        conns = CONNS_FOR.get(column, size) if key == "conns" else size
-        if quick:
-            conns, count = min(conns, 2000), min(count, 10)
-        return ["server", str(conns), str(count)]
+        rounds = min(count, 10) if quick else count
+        return ["server", str(row_size(row, quick, column)), str(rounds)]
+    if workload == "conn":
+        return ["conn", str(row_size(row, quick)), str(count)]
     if quick:
         count = max(count // 20, 100)
     return [workload, str(size), str(count)]
+
+
+def cell_program(row, name, extra):
+    """(program, extra argument) of a cell, None for "—", "n/a" when the
+    column has nothing for this row."""
+    if row[0] in CELLS:
+        return CELLS[row[0]].get(name, "n/a")
+    if row[2] == "server" and name == "sockmsg-more":
+        return None  # one sockmsg server: it has no "more" variant
+    prog = next(p for c, p, _ in COLUMNS if c == name)
+    return prog, (extra if row[2] != "server" else None)
 
 
 def machine():
@@ -116,20 +159,26 @@ def version_of(cmd):
         return "?"
 
 
-def collect(build, columns, reps, quick, log):
-    """results[row][column] = list of per-repetition figures or a status."""
-    results = {row[0]: {c: [] for c in columns} for row in ROWS}
+def collect(build, programs, reps, quick, log):
+    """results[row][column] = list of per-repetition figures; status[(row,
+    column)] = why a cell has none.  programs: those built and selected."""
+    results = {row[0]: {c: [] for c, _, _ in COLUMNS} for row in ROWS}
     status = {}
     for rep in range(reps):
         for row in ROWS:
             key, figure = row[0], row[4]
-            for name, prog, extra in COLUMNS:
-                if name not in columns or status.get((key, name)) in ("unsupported", "failed",
-                                                                      "timed out"):
+            for name, _, column_extra in COLUMNS:
+                cp = cell_program(row, name, column_extra)
+                if cp is None or status.get((key, name)) in ("unsupported", "failed",
+                                                             "timed out"):
                     continue
-                if row[2] == "server" and name == "sockmsg-more":
-                    continue  # one sockmsg server: it has no "more" variant
-                args = row_args(row, name, quick) + ([extra] if extra and row[2] != "server" else [])
+                if cp == "n/a":
+                    status[(key, name)] = "unsupported"
+                    continue
+                prog, extra = cp
+                if prog not in programs:
+                    continue
+                args = row_args(row, name, quick) + ([extra] if extra else [])
                 st, fields = run_one(os.path.join(build, "bench", "bench-" + prog), args, 300)
                 log(f"rep {rep + 1}/{reps} {key:6} {name:13} {st} {fields.get(figure, '')}")
                 if st != "ok":
@@ -161,32 +210,39 @@ def speed_ratios(row, results, column, base):
     return [b[i] / a[i] for i in range(n) if a[i] > 0]
 
 
-def missing(name, installed, status, key):
-    if name not in installed:
+def missing(row, name, progs, status):
+    """Why a cell has no figure.  progs: (selected and built, available)
+    programs; ZeroMQ's and nng's are available where the library is."""
+    st = status.get((row[0], name))
+    if st:
+        return {"unsupported": "n/a", "failed": "FAILED", "timed out": "TIMED OUT"}[st]
+    cp = cell_program(row, name, None)
+    if cp is None or cp == "n/a":
+        return cp or "—"
+    if cp[0] not in progs[1]:
         return "not installed"
-    return {"unsupported": "n/a", "failed": "FAILED", "timed out": "TIMED OUT"}.get(
-        status.get((key, name)), "—")
+    return "not run" if cp[0] not in progs[0] else "—"
 
 
-def tables(results, status, columns, installed):
+def tables(results, status, progs, quick):
     head = "| | " + " | ".join(c for c, _, _ in COLUMNS) + " |\n|---|" + "---:|" * len(COLUMNS)
     abs_lines, ratio_lines = [head], [head]
     for row in ROWS:
-        key, label, unit = row[0], row[1], row[5]
+        key, unit = row[0], row[5]
         a_cells, r_cells = [], []
         for name, _, _ in COLUMNS:
-            c = cell(results[key].get(name, []), unit)
-            a_cells.append(c or missing(name, installed, status, key))
-            r = speed_ratios(row, results, name, BASE) if name in columns and BASE in columns else []
+            c = cell(results[key][name], unit)
+            a_cells.append(c or missing(row, name, progs, status))
+            r = speed_ratios(row, results, name, BASE)
             r_cells.append(f"{statistics.median(r):.2f}×" if r else
-                           missing(name, installed, status, key))
-        abs_lines.append(f"| {label} ({unit}) | " + " | ".join(a_cells) + " |")
+                           missing(row, name, progs, status))
+        abs_lines.append(f"| {label(row, quick)} ({unit}) | " + " | ".join(a_cells) + " |")
         if key != "conns":
-            ratio_lines.append(f"| {label} | " + " | ".join(r_cells) + " |")
+            ratio_lines.append(f"| {label(row, quick)} | " + " | ".join(r_cells) + " |")
     return "\n".join(abs_lines), "\n".join(ratio_lines)
 
 
-def target_table(results):
+def target_table(results, quick):
     lines = ["| target | measured (median of per-repetition ratios) | met |", "|---|---:|---|"]
     rows = {r[0]: r for r in ROWS}
     for text, key, column, against, op, bound in TARGETS:
@@ -204,14 +260,15 @@ def target_table(results):
     conns = results["conns"].get("sockmsg", [])
     if conns:
         kib = statistics.median(conns)
-        lines.append(f"| 10,000 clients held with < 1 KiB RSS per idle connection | "
+        n = row_size(rows["conns"], quick, "sockmsg")
+        lines.append(f"| {n:,} clients held with < 1 KiB RSS per idle connection | "
                      f"{kib:.3f} KiB | {'yes' if kib < 1 else 'NO'} |")
     return "\n".join(lines)
 
 
-def chart(results, columns, path, date):
+def chart(results, path, date):
     """Grouped bars of speed relative to raw-buffered, log scale."""
-    names = [c for c, _, _ in COLUMNS if c in columns]
+    names = [c for c, _, _ in COLUMNS if any(results[r[0]][c] for r in ROWS)]
     data = os.path.splitext(path)[0] + ".dat"
     with open(data, "w") as f:
         for row in ROWS:
@@ -221,7 +278,7 @@ def chart(results, columns, path, date):
             for name in names:
                 r = speed_ratios(row, results, name, BASE)
                 vals.append(f"{statistics.median(r):.4f}" if r else "NaN")
-            f.write('"' + row[1] + '" ' + " ".join(vals) + "\n")
+            f.write('"' + label(row, False) + '" ' + " ".join(vals) + "\n")
     plots = ", ".join(f"'{data}' using {i + 2}:xtic(1) title '{n}'" for i, n in enumerate(names))
     script = f"""set terminal pngcairo size 1100,520 font ',10'
 set output '{path}'
@@ -247,26 +304,74 @@ plot {plots}
     return True
 
 
+def notes(quick):
+    """What each column is, precisely: the text of the results file."""
+    n = f"{row_size(next(r for r in ROWS if r[0] == 'connect'), quick):,}"
+    return f"""- Every message is checked (sequence number in each, whole payload on a
+  sample and on the last); a mismatch fails the run.  Client and server are
+  separate processes on 127.0.0.1; messages are framed with a 4-byte
+  big-endian length in every transport but ZeroMQ and nng.
+- sockmsg is the plain API (`sm_send`, `sm_recv` into a buffer);
+  sockmsg-more is the fast path for streams (`SM_MORE` + `sm_recv_view`).
+- raw-naive: blocking sockets, TCP_NODELAY; one `writev` (header +
+  payload) per message, nothing coalesced; receiving, `read` the 4-byte
+  header, then the payload into a buffer grown to the largest message.
+  No server for many clients (n/a).
+- raw-buffered, the baseline of every ratio: blocking sockets,
+  TCP_NODELAY; sends coalesced in a 64 KiB buffer (a frame that does not
+  fit goes out in one `writev` with what is buffered; a send without
+  "more" writes at once); receives fill a 256 KiB buffer by `read`s of up
+  to 128 KiB and parse frames in place (the unread part of a frame moves
+  to the front when less than 128 KiB of room is left); a frame over
+  256 KiB gets a buffer of its size, each `read` asking for all the frame
+  still needs.  Its server is a one-thread epoll echo server (level-
+  triggered, `recv` of up to 128 KiB, the replies to one read sent
+  together).
+- raw-buffered-64k: raw-buffered as it was up to 2026-11-25, kept for
+  comparison: the same sends; a 64 KiB receive buffer, each `read` asking
+  for all its free room, the unread part of a frame moved to the front only
+  when the frame would not fit; its server reads 64 KiB at a time.
+- Server rows: the raw epoll servers, ZeroMQ's ROUTER/DEALER and
+  `sm_server`; the raw servers and `sm_server` are driven by the same
+  hand-written epoll clients.  nng cannot address one connection of many:
+  no server workload (n/a).  ZeroMQ's client side holds two descriptors per
+  socket, so its RSS row uses 5,000 clients.
+- Connection row ({n} connections opened at once, one echo each): both
+  clients talk to one server, `sm_server` (bench-sockmsg's echo server, in
+  its own process).  raw-buffered there is the hand-written client: every
+  socket non-blocking, `connect()` started on all {n}, each registered with
+  epoll for EPOLLOUT; when writable it sends one 64-byte message (`send`
+  reports a failed connect, so no `getsockopt(SO_ERROR)`), switches to
+  EPOLLIN and reads the echo; no TCP_NODELAY.  sockmsg is the library's
+  non-blocking API in the same loop: `sm_connect_opts` with
+  `nonblocking = 1` for all {n}, EPOLLOUT; when writable,
+  `sm_conn_connected` then `sm_send`; then `sm_recv` on the events
+  `sm_conn_events` names.  Timed from the first socket to the last echo
+  (each checked whole); closing is not timed.  Other columns: n/a."""
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--build", default="build")
-    ap.add_argument("--transports", default="sockmsg raw-naive raw-buffered zmq nng")
+    every = " ".join(dict.fromkeys(p for _, p, _ in COLUMNS))
+    ap.add_argument("--transports", default=every, help="the programs to run")
+    ap.add_argument("--available", default=every,
+                    help="the programs this machine can build (else: not installed)")
     ap.add_argument("--reps", type=int, default=int(os.environ.get("REPS", 5)))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--chart", default="docs/bench-ratios.png")
     args = ap.parse_args()
 
-    built = set(args.transports.split())
-    installed = {c for c, p, _ in COLUMNS
-                 if os.path.exists(os.path.join(args.build, "bench", "bench-" + p))}
-    columns = {c for c, p, _ in COLUMNS if p in built} & installed
+    built = {p for _, p, _ in COLUMNS
+             if os.path.exists(os.path.join(args.build, "bench", "bench-" + p))}
+    progs = (set(args.transports.split()) & built, set(args.available.split()))
     reps = 1 if args.quick else max(args.reps, 3)
     date = datetime.date.today().isoformat()
     start = datetime.datetime.now()
-    results, status = collect(args.build, columns, reps, args.quick,
+    results, status = collect(args.build, progs[0], reps, args.quick,
                               lambda s: print(s, flush=True))
-    absolute, ratios = tables(results, status, columns, installed)
+    absolute, ratios = tables(results, status, progs, args.quick)
     minutes = (datetime.datetime.now() - start).total_seconds() / 60
     zmq = version_of(["pkg-config", "--modversion", "libzmq"])
     nng = version_of(["dpkg-query", "-W", "-f", "${Version}", "libnng-dev"])
@@ -276,15 +381,7 @@ def main():
 - Machine: {machine()}; unpinned, other load not controlled.
 - Command: `{cmd}` ({reps} repetitions, transports interleaved in each; {minutes:.1f} min).
 - Baselines: ZeroMQ {zmq}, nng {nng}.
-- Every message is checked (sequence number in each, whole payload on a
-  sample and on the last); a mismatch fails the run.
-- sockmsg is the plain API (`sm_send`, `sm_recv` into a buffer);
-  sockmsg-more is the fast path for streams (`SM_MORE` + `sm_recv_view`).
-  raw-buffered coalesces sends in 64 KiB and parses in place; the server
-  rows use its epoll echo server, ZeroMQ's ROUTER/DEALER and `sm_server`.
-  nng cannot address one connection of many: no server workload (n/a).
-  ZeroMQ's client side holds two descriptors per socket, so its connection
-  row uses 5,000 clients.
+{notes(args.quick)}
 
 ## Medians (min–max over repetitions)
 
@@ -292,8 +389,9 @@ def main():
 
 ## Speed relative to raw-buffered, in the same repetition (> 1 is faster)
 
-Median of the per-repetition ratios; for round-trip times the ratio is
-raw-buffered's time over the transport's.
+Median of the per-repetition ratios; for times (round trips, connections)
+the ratio is raw-buffered's time over the transport's.  In the connection
+row raw-buffered is the hand-written epoll client, against the same server.
 
 {ratios}
 
@@ -302,7 +400,7 @@ raw-buffered's time over the transport's.
 Ratios of the figures themselves (times for RTT, rates otherwise), per
 repetition against the best named competitor, median over repetitions.
 
-{target_table(results)}
+{target_table(results, args.quick)}
 """
     if args.quick:
         out = os.path.join(args.build, f"bench-quick-{date}.md")
@@ -313,7 +411,8 @@ repetition against the best named competitor, median over repetitions.
         f.write(text)
     print("\n" + text)
     print(f"results written to {out}")
-    if not args.quick and BASE in columns and chart(results, columns, args.chart, date):
+    if not args.quick and any(results[r[0]][BASE] for r in ROWS) and \
+            chart(results, args.chart, date):
         print(f"chart written to {args.chart}")
     failed = [k for k, v in status.items() if v in ("failed", "timed out")]
     if failed:

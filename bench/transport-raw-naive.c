@@ -95,3 +95,9 @@ int t_echo_clients(int port, pid_t server, int conns, int rounds, struct bench_e
     (void)port, (void)server, (void)conns, (void)rounds, (void)r;
     return BENCH_UNSUPPORTED;
 }
+
+int t_conn_clients(int port, int conns, int echoes, int raw, struct bench_conn_result *r)
+{
+    (void)port, (void)conns, (void)echoes, (void)raw, (void)r;
+    return BENCH_UNSUPPORTED;
+}

@@ -271,3 +271,12 @@ out:
     clients_close(&cl);
     return rc;
 }
+
+/* The ROUTER speaks ZMTP, not sockmsg frames, so the hand-written client
+ * cannot talk to it; and DEALERs connect in the background, which the
+ * server workload's open time already measures. */
+int t_conn_clients(int port, int conns, int echoes, int raw, struct bench_conn_result *r)
+{
+    (void)port, (void)conns, (void)echoes, (void)raw, (void)r;
+    return BENCH_UNSUPPORTED;
+}
