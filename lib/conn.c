@@ -1,6 +1,7 @@
 #include "conn.h"
 
 #include "addr.h"
+#include "backoff.h"
 #include "error.h"
 #include "frame.h"
 #include "sock.h"
@@ -300,6 +301,41 @@ SM_API int sm_conn_events(const sm_conn *c)
         return SM_WANT_WRITE;
     return SM_WANT_READ |
            (atomic_load_explicit(&c->holding, memory_order_relaxed) ? SM_WANT_WRITE : 0);
+}
+
+/* Whether another try could connect: the peer was not there yet, or was
+ * busy; not when the address or the arguments are wrong. */
+static int worth_retrying(int rc)
+{
+    return rc != SM_EINVAL && rc != SM_EADDR && rc != SM_ENOMEM && rc != -EACCES && rc != -EPERM &&
+           rc != -EAFNOSUPPORT && rc != -EPROTONOSUPPORT;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+SM_API int sm_connect_retry(sm_conn **out, const char *addr, const sm_options *opts,
+                            int max_wait_ms)
+{
+    if (max_wait_ms < 0)
+        return sm__error_set(SM_EINVAL, "sm_connect_retry: negative wait");
+    int64_t until = max_wait_ms ? sm__now_ms() + max_wait_ms : INT64_MAX;
+    sm_backoff b;
+    sm__backoff_init(&b, 0, 0);
+    for (;;) {
+        int rc = sm_connect_opts(out, addr, opts);
+        if (!rc || !worth_retrying(rc))
+            return rc;
+        int64_t left = until - sm__now_ms();
+        if (left <= 0)
+            return rc; /* sm_last_error() still names the last try */
+        int wait = sm__backoff_next(&b);
+        sleep_ms(wait < left ? wait : (int)left);
+    }
 }
 
 SM_API int sm_connect(sm_conn **out, const char *addr)

@@ -1,6 +1,7 @@
 #include "server.h"
 
 #include "addr.h"
+#include "backoff.h"
 #include "bind.h"
 #include "error.h"
 #include "frame.h"
@@ -38,11 +39,31 @@
 #define ID_FD_BITS 24
 #define ID_FD_MASK ((UINT64_C(1) << ID_FD_BITS) - 1)
 #define LISTENER_KEY (UINT64_C(1) << 63)
+/* A dialled link's id has this bit, and its low bits index s->links: its
+ * fd changes with every reconnect, its id never does. */
+#define DIAL_KEY (UINT64_C(1) << 62)
+/* A dialled connect that has not completed by then is given up. */
+#define DIAL_CONNECT_MS 10000
 
 enum client_state {
     OPEN,
-    DRAINING, /* send what is queued, then close with close_reason */
-    CLOSING   /* inside on_close: nothing may be queued any more */
+    DRAINING,  /* send what is queued, then close with close_reason */
+    CLOSING,   /* inside on_close: nothing may be queued any more */
+    DOWN,      /* a dialled link waiting to connect again; no fd */
+    CONNECTING /* a dialled link whose connect is in progress */
+};
+
+/* What a dialled link keeps across reconnects. */
+struct dial {
+    sm_addr addr;
+    char text[SM_ADDRSTRLEN]; /* as given, for errors */
+    sm_backoff backoff;
+    uint64_t retry_timer;  /* the pending retry, or 0 */
+    uint64_t attempt;      /* counts attempts: stale resolutions are dropped */
+    int64_t connect_until; /* CONNECTING gives up at this time */
+    size_t max_queue;
+    size_t frame_left; /* bytes of the frame being written not yet out */
+    int gone;          /* the application disconnected it: no more retries */
 };
 
 struct client {
@@ -64,6 +85,8 @@ struct client {
     uint8_t *out; /* queued frames are out[out_pos, out_len); NULL when none */
     size_t out_pos, out_len, out_cap;
     sm_decoder decoder;
+    struct dial *dial; /* NULL for an accepted client */
+    int family;
 };
 
 /* A message from sm_server_post, or (with call set) an sm_server_call. */
@@ -87,6 +110,11 @@ struct sm_server {
     int64_t accept_retry_at;
     struct client **by_fd;
     size_t by_fd_len;
+    struct client **links; /* dialled links, by the slot in their id */
+    size_t links_len;
+    size_t connecting;         /* links in CONNECTING */
+    struct resolve *resolving; /* name lookups running on their threads */
+    int closing_all;           /* links are freed, not dialled again */
     struct client *oldest, *newest;
     sm_conn_id *dirty; /* clients with output to flush this iteration */
     size_t dirty_len, dirty_cap;
@@ -114,8 +142,12 @@ static atomic_uint_fast64_t next_sequence = 1;
 
 static struct client *lookup(const sm_server *s, sm_conn_id id)
 {
-    uint64_t fd = id & ID_FD_MASK;
-    struct client *c = fd < s->by_fd_len ? s->by_fd[fd] : NULL;
+    uint64_t slot = id & ID_FD_MASK;
+    struct client *c;
+    if (id & DIAL_KEY)
+        c = slot < s->links_len ? s->links[slot] : NULL;
+    else
+        c = slot < s->by_fd_len ? s->by_fd[slot] : NULL;
     return c && c->id == id ? c : NULL;
 }
 
@@ -124,6 +156,17 @@ static struct client *find_open(const sm_server *s, sm_conn_id id)
 {
     struct client *c = s ? lookup(s, id) : NULL;
     if (c && c->state == OPEN)
+        return c;
+    sm__error_set(SM_ENOCONN, "connection %llu", (unsigned long long)id);
+    return NULL;
+}
+
+/* An open client, or a dialled link not up: sends to it are queued. */
+static struct client *find_sendable(const sm_server *s, sm_conn_id id)
+{
+    struct client *c = s ? lookup(s, id) : NULL;
+    if (c && (c->state == OPEN ||
+              (c->dial && !c->dial->gone && (c->state == DOWN || c->state == CONNECTING))))
         return c;
     sm__error_set(SM_ENOCONN, "connection %llu", (unsigned long long)id);
     return NULL;
@@ -218,9 +261,13 @@ static void set_accepting(sm_server *s, int on)
 
 static void update_interest(sm_server *s, struct client *c)
 {
+    if (c->state == DOWN)
+        return; /* no descriptor */
     /* HUP even while paused: a peer that leaves must be noticed. */
     unsigned want = (may_read(s, c) ? SM_POLL_IN : 0) | (queued(c) ? SM_POLL_OUT : 0) |
                     (c->state == OPEN ? SM_POLL_HUP : 0);
+    if (c->state == CONNECTING)
+        want = SM_POLL_OUT; /* writable: the connect is done, one way or the other */
     if (want != c->interest && sm__poller_mod(s->poller, c->fd, c->id, want) == 0)
         c->interest = want;
     if (c->state == OPEN && !c->paused && !(want & SM_POLL_IN))
@@ -243,6 +290,15 @@ static void drop_posts(sm_server *s, struct post *p)
     pthread_mutex_unlock(&s->post_lock);
 }
 
+static void link_down(sm_server *s, struct client *c);
+static void link_free(sm_server *s, struct client *c);
+static void attempt_failed(sm_server *s, struct client *c, int reason);
+static void connect_done(sm_server *s, struct client *c);
+static void mark_dirty(sm_server *s, struct client *c);
+
+/* The connection is over: on_close, then its descriptor goes.  A dialled
+ * link the application still wants goes down and is dialled again;
+ * anything else is freed. */
 static void client_free(sm_server *s, struct client *c, int reason)
 {
     c->state = CLOSING;
@@ -250,19 +306,29 @@ static void client_free(sm_server *s, struct client *c, int reason)
         s->handlers.on_close(s, c->id, reason, s->arg);
     sm__poller_del(s->poller, c->fd);
     close(c->fd);
-    s->by_fd[c->fd] = NULL;
+    if (!c->dial)
+        s->by_fd[c->fd] = NULL;
+    c->fd = -1;
     list_remove(s, c);
     if (s->finisher == c)
         s->finisher = NULL;
+    s->stats.conns--;
+    /* A descriptor is free again: accepting may work now. */
+    if (s->accept_paused)
+        set_accepting(s, 1);
+    if (c->dial && !c->dial->gone && !s->closing_all) {
+        link_down(s, c);
+        return;
+    }
+    if (c->dial) {
+        link_free(s, c);
+        return;
+    }
     s->buffered -= c->holding;
     drop_posts(s, c->posted);
     sm__decoder_free(&c->decoder);
     free(c->out);
     free(c);
-    s->stats.conns--;
-    /* A descriptor is free again: accepting may work now. */
-    if (s->accept_paused)
-        set_accepting(s, 1);
 }
 
 static int grow_table(sm_server *s, int fd)
@@ -371,7 +437,7 @@ static void mark_dirty(sm_server *s, struct client *c)
 static int enqueue(sm_server *s, struct client *c, const void *msg, size_t len)
 {
     size_t frame = SM_HEADER_LEN + len;
-    if (queued(c) + frame > s->opt.max_queue)
+    if (queued(c) + frame > (c->dial ? c->dial->max_queue : s->opt.max_queue))
         return SM_EFULL;
     if (!queued(c))
         c->last_output = sm__now_ms(); /* the stall clock starts with the queue */
@@ -405,8 +471,8 @@ static void queue_posts(sm_server *s, struct client *c)
 {
     size_t bytes = 0;
     struct post *p;
-    while ((p = c->posted) && c->state == OPEN && queued(c) <= s->opt.high_water &&
-           enqueue(s, c, p->msg, p->len) == 0) {
+    while ((p = c->posted) && c->state != DRAINING && c->state != CLOSING &&
+           queued(c) <= s->opt.high_water && enqueue(s, c, p->msg, p->len) == 0) {
         if (!(c->posted = p->next))
             c->posted_tail = &c->posted;
         bytes += post_cost(p);
@@ -421,12 +487,31 @@ static void queue_posts(sm_server *s, struct client *c)
 
 /* Writes what the socket takes now.  The queue's memory goes back as soon
  * as it is empty, so an idle client holds no buffer. */
+/* Counts written bytes against the frames of a dialled link, so a link
+ * that drops knows whether a frame was cut (see link_down). */
+static void note_written(struct client *c, size_t n)
+{
+    size_t at = c->out_pos;
+    while (n > 0) {
+        if (!c->dial->frame_left)
+            c->dial->frame_left = SM_HEADER_LEN + sm_frame_header_get(c->out + at);
+        size_t take = n < c->dial->frame_left ? n : c->dial->frame_left;
+        c->dial->frame_left -= take;
+        at += take;
+        n -= take;
+    }
+}
+
 static void client_flush(sm_server *s, struct client *c)
 {
+    if (c->state == DOWN || c->state == CONNECTING)
+        return; /* queued until the link is up */
     if (queued(c)) {
         struct iovec iov = { c->out + c->out_pos, queued(c) };
         size_t sent = 0;
         int rc = sm__io_write_all(c->fd, 0, &iov, 1, SM_NOW, &sent);
+        if (c->dial)
+            note_written(c, sent);
         c->out_pos += sent;
         if (sent)
             c->last_output = sm__now_ms();
@@ -481,6 +566,284 @@ static void client_reset(sm_server *s, struct client *c, int reason)
     struct linger reset = { 1, 0 };
     setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
     client_free(s, c, reason);
+}
+
+/* ---- dialled links ---- */
+
+/* A name lookup for a dialled link, on a thread of its own, since
+ * getaddrinfo blocks (for seconds when DNS is down).  Its result comes
+ * back to the loop thread as a call, allocated up front so it cannot be
+ * lost. */
+struct resolve {
+    struct resolve *next;
+    sm_server *s;
+    sm_conn_id id;
+    uint64_t attempt;
+    sm_addr addr;
+    struct addrinfo *list;
+    int rc;
+    pthread_t thread;
+    struct post *done; /* the call that hands the result to the loop */
+};
+
+static void dial_attempt(sm_server *s, uint64_t timer, void *arg);
+
+/* The next try after the backoff.  on_retry comes last: it may disconnect
+ * the link, which frees it. */
+static void attempt_failed(sm_server *s, struct client *c, int reason)
+{
+    if (c->state == CONNECTING) {
+        sm__poller_del(s->poller, c->fd);
+        close(c->fd);
+        c->fd = -1;
+        s->connecting--;
+    }
+    c->state = DOWN;
+    int delay = sm__backoff_next(&c->dial->backoff);
+    sm_server_timer(s, delay, 0, dial_attempt, c, &c->dial->retry_timer);
+    if (s->handlers.on_retry)
+        s->handlers.on_retry(s, c->id, reason, delay, s->arg);
+}
+
+/* The connect succeeded: the link is a connection like any accepted one. */
+static void link_up(sm_server *s, struct client *c)
+{
+    s->connecting--;
+    c->state = OPEN;
+    c->last_input = sm__now_ms();
+    if (queued(c) <= s->opt.high_water)
+        c->paused &= ~PAUSED_OUTPUT;
+    sm__sock_set_nodelay(c->fd, c->family, s->opt.nagle);
+    sm__backoff_reset(&c->dial->backoff);
+    list_append(s, c);
+    s->stats.conns++;
+    update_interest(s, c);
+    if (queued(c))
+        mark_dirty(s, c);
+    if (s->handlers.on_open)
+        s->handlers.on_open(s, c->id, s->arg);
+}
+
+static void connect_done(sm_server *s, struct client *c)
+{
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err)
+        attempt_failed(s, c, -err);
+    else
+        link_up(s, c);
+}
+
+/* A non-blocking connect to sa: it completes in the loop (connect_done). */
+static void start_connect(sm_server *s, struct client *c, const struct sockaddr *sa, socklen_t len)
+{
+    int fd = sm__socket(sa->sa_family, SOCK_NONBLOCK);
+    int rc = fd < 0 ? fd : connect(fd, sa, len) == 0 ? 0 : -errno;
+    if (!rc || rc == -EINPROGRESS)
+        rc = sm__poller_add(s->poller, fd, c->id, SM_POLL_OUT);
+    if (rc && rc != -EINPROGRESS) {
+        if (fd >= 0)
+            close(fd);
+        /* A Unix listener with a full backlog says EAGAIN: try later. */
+        attempt_failed(s, c, rc == -EAGAIN ? SM_EAGAIN : rc);
+        return;
+    }
+    c->fd = fd;
+    c->family = sa->sa_family;
+    c->interest = SM_POLL_OUT;
+    c->state = CONNECTING;
+    c->dial->connect_until = sm__now_ms() + DIAL_CONNECT_MS;
+    s->connecting++;
+}
+
+/* On the loop thread: the lookup is done; connect to its first address. */
+static void resolved(sm_server *s, void *arg)
+{
+    struct resolve *r = arg, **p = &s->resolving;
+    while (*p != r)
+        p = &(*p)->next;
+    *p = r->next;
+    pthread_join(r->thread, NULL); /* it has handed over: it ends now */
+    struct client *c = lookup(s, r->id);
+    if (c && c->state == DOWN && c->dial->attempt == r->attempt) {
+        if (r->rc == 0)
+            start_connect(s, c, r->list->ai_addr, r->list->ai_addrlen);
+        else
+            attempt_failed(s, c, r->rc == EAI_MEMORY ? SM_ENOMEM : SM_EADDR);
+    }
+    if (r->list)
+        freeaddrinfo(r->list);
+    free(r);
+}
+
+static void queue_call(sm_server *s, struct post *p);
+
+static void *resolve_main(void *arg)
+{
+    struct resolve *r = arg;
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
+    r->rc = getaddrinfo(r->addr.host, r->addr.port, &hints, &r->list);
+    queue_call(r->s, r->done);
+    return NULL;
+}
+
+static void resolve_async(sm_server *s, struct client *c)
+{
+    struct resolve *r = calloc(1, sizeof *r);
+    struct post *done = malloc(sizeof *done);
+    if (!r || !done) {
+        free(r);
+        free(done);
+        attempt_failed(s, c, SM_ENOMEM);
+        return;
+    }
+    *done = (struct post){ .call = resolved, .call_arg = r };
+    *r = (struct resolve){
+        .s = s, .id = c->id, .attempt = c->dial->attempt, .addr = c->dial->addr, .done = done
+    };
+    int rc = pthread_create(&r->thread, NULL, resolve_main, r);
+    if (rc) {
+        free(r);
+        free(done);
+        attempt_failed(s, c, -rc);
+        return;
+    }
+    r->next = s->resolving;
+    s->resolving = r;
+}
+
+/* A retry timer fired: connect, through a lookup thread for a name. */
+static void dial_attempt(sm_server *s, uint64_t timer, void *arg)
+{
+    (void)timer;
+    struct client *c = arg;
+    struct dial *d = c->dial;
+    d->retry_timer = 0;
+    d->attempt++;
+    if (d->addr.is_unix) {
+        start_connect(s, c, (const struct sockaddr *)&d->addr.unix_addr, d->addr.unix_len);
+        return;
+    }
+    /* A numeric address resolves at once, without a thread. */
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
+    struct addrinfo *list;
+    const char *host = d->addr.host[0] ? d->addr.host : "localhost";
+    if (d->addr.host[0] && getaddrinfo(host, d->addr.port, &hints, &list) == 0) {
+        start_connect(s, c, list->ai_addr, list->ai_addrlen);
+        freeaddrinfo(list);
+        return;
+    }
+    if (!d->addr.host[0])
+        snprintf(d->addr.host, sizeof d->addr.host, "%s", host);
+    resolve_async(s, c);
+}
+
+/* The link dropped (on_close was called): it keeps its id, its data and
+ * what is queued, and is dialled again after the backoff.  A frame that
+ * was partly written cannot be finished on a new connection: the rest of
+ * it is dropped, so the peer sees whole frames only. */
+static void link_down(sm_server *s, struct client *c)
+{
+    size_t cut = c->dial->frame_left < queued(c) ? c->dial->frame_left : queued(c);
+    c->out_pos += cut;
+    c->dial->frame_left = 0;
+    sm__decoder_free(&c->decoder);
+    sm__decoder_init(&c->decoder, s->opt.max_frame);
+    account(s, c);
+    c->state = DOWN;
+    c->interest = 0;
+    sm_server_timer(s, sm__backoff_next(&c->dial->backoff), 0, dial_attempt, c,
+                    &c->dial->retry_timer);
+}
+
+/* Frees a dialled link for good (disconnected, or the server stops). */
+static void link_free(sm_server *s, struct client *c)
+{
+    if (c->dial->retry_timer)
+        sm_server_cancel_timer(s, c->dial->retry_timer);
+    if (c->state == CONNECTING) {
+        sm__poller_del(s->poller, c->fd);
+        close(c->fd);
+        s->connecting--;
+    }
+    s->links[c->id & ID_FD_MASK] = NULL;
+    s->buffered -= c->holding;
+    drop_posts(s, c->posted);
+    sm__decoder_free(&c->decoder);
+    free(c->out);
+    free(c->dial);
+    free(c);
+}
+
+/* A free slot in the links table, grown as needed; SIZE_MAX if none. */
+static size_t link_slot(sm_server *s)
+{
+    for (size_t i = 0; i < s->links_len; i++)
+        if (!s->links[i])
+            return i;
+    size_t len = s->links_len ? s->links_len * 2 : 16;
+    struct client **t = len <= ID_FD_MASK ? realloc(s->links, len * sizeof *t) : NULL;
+    if (!t)
+        return SIZE_MAX;
+    memset(t + s->links_len, 0, (len - s->links_len) * sizeof *t);
+    s->links = t;
+    size_t slot = s->links_len;
+    s->links_len = len;
+    return slot;
+}
+
+SM_API int sm_server_connect(sm_server *s, const char *addr, const sm_dial_options *opts,
+                             sm_conn_id *id)
+{
+    static const sm_dial_options defaults;
+    if (!s || !addr)
+        return sm__error_set(SM_EINVAL, "sm_server_connect: NULL argument");
+    opts = opts ? opts : &defaults;
+    if (opts->min_retry_ms < 0 || opts->max_retry_ms < 0)
+        return sm__error_set(SM_EINVAL, "sm_server_connect: negative retry interval");
+    sm_addr a;
+    int rc = sm__addr_parse(&a, addr);
+    if (rc)
+        return rc;
+    if (!a.is_unix && strcmp(a.port, "0") == 0)
+        return sm__error_set(SM_EADDR, "dial %s: port 0 is only for listening", addr);
+    struct client *c = calloc(1, sizeof *c);
+    struct dial *d = calloc(1, sizeof *d);
+    size_t slot = c && d ? link_slot(s) : SIZE_MAX;
+    if (slot == SIZE_MAX) {
+        free(c);
+        free(d);
+        return sm__error_set(SM_ENOMEM, "sm_server_connect %s", addr);
+    }
+    d->addr = a;
+    snprintf(d->text, sizeof d->text, "%s", addr);
+    sm__backoff_init(&d->backoff, opts->min_retry_ms, opts->max_retry_ms);
+    d->max_queue = opts->max_queue ? opts->max_queue : s->opt.max_queue;
+    c->dial = d;
+    c->fd = -1;
+    c->state = DOWN;
+    c->posted_tail = &c->posted;
+    c->id = DIAL_KEY | (sm_conn_id)(atomic_fetch_add(&next_sequence, 1) << ID_FD_BITS) | slot;
+    sm__decoder_init(&c->decoder, s->opt.max_frame);
+    s->links[slot] = c;
+    /* The first try runs in the loop, so this call never blocks. */
+    rc = sm_server_timer(s, 0, 0, dial_attempt, c, &d->retry_timer);
+    if (rc) {
+        link_free(s, c);
+        return rc;
+    }
+    if (id)
+        *id = c->id;
+    return 0;
+}
+
+SM_API int sm_server_dialled(const sm_server *s, sm_conn_id id)
+{
+    struct client *c = s ? lookup(s, id) : NULL;
+    return c && c->dial;
 }
 
 /* ---- input ---- */
@@ -572,11 +935,13 @@ static void take_posts(sm_server *s)
     while (p) {
         struct post *next = p->next;
         struct client *c = p->call ? NULL : lookup(s, p->id);
+        if (c && c->state != OPEN && !(c->dial && !c->dial->gone && c->state >= DOWN))
+            c = NULL;
         if (p->call) {
             p->call(s, p->call_arg);
             p->next = NULL;
             drop_posts(s, p);
-        } else if (c && c->state == OPEN) {
+        } else if (c) {
             p->next = NULL;
             *c->posted_tail = p;
             c->posted_tail = &p->next;
@@ -600,6 +965,12 @@ static void handle_event(sm_server *s, const sm_poll_event *ev)
         return;
     }
     struct client *c = lookup(s, ev->key);
+    if (c && c->state == DOWN)
+        return; /* an event of the connection it just lost */
+    if (c && c->state == CONNECTING) {
+        connect_done(s, c);
+        return;
+    }
     if (c && (ev->events & (SM_POLL_HUP | SM_POLL_ERR)) && c->state == OPEN)
         client_hangup(s, c);
     else if (c && (ev->events & SM_POLL_IN) && may_read(s, c))
@@ -608,7 +979,7 @@ static void handle_event(sm_server *s, const sm_poll_event *ev)
         update_interest(s, c); /* not to be read now: stop the reports */
     if ((c = lookup(s, ev->key)) && (ev->events & SM_POLL_OUT))
         client_flush(s, c);
-    if ((c = lookup(s, ev->key)) && (ev->events & SM_POLL_ERR))
+    if ((c = lookup(s, ev->key)) && (ev->events & SM_POLL_ERR) && c->state < CLOSING)
         client_error(s, c);
 }
 
@@ -679,6 +1050,8 @@ static void apply_budget(sm_server *s)
 static int stalled(const sm_server *s, const struct client *c, int64_t now)
 {
     int64_t limit = s->opt.stall_timeout_ms;
+    if (c->state == DOWN || c->state == CONNECTING)
+        return 0; /* its queue waits for the link; the connect has its own limit */
     if (queued(c) && now - c->last_output >= limit)
         return 1;
     if (c->state == DRAINING && now >= c->drain_deadline)
@@ -707,6 +1080,11 @@ static void reset_stalled(sm_server *s, int64_t now)
     if (now < s->stall_check_at)
         return;
     s->stall_check_at = now + STALL_CHECK_MS;
+    for (size_t i = 0; s->connecting && i < s->links_len; i++) {
+        struct client *l = s->links[i];
+        if (l && l->state == CONNECTING && now >= l->dial->connect_until)
+            attempt_failed(s, l, SM_ETIMEDOUT);
+    }
     struct client *c = s->oldest;
     while (c) {
         struct client *next = c->newer;
@@ -729,7 +1107,7 @@ static int next_timeout(const sm_server *s, int64_t now)
         t = idle->last_input + s->opt.idle_timeout_ms - now;
     if (s->accept_paused && s->accept_retry_at - now < t)
         t = s->accept_retry_at - now;
-    if (s->buffered && s->stall_check_at - now < t)
+    if ((s->buffered || s->connecting) && s->stall_check_at - now < t)
         t = s->stall_check_at - now;
     int64_t due = sm__timers_next(&s->timers);
     if (due != INT64_MAX && due - now < t)
@@ -741,6 +1119,10 @@ static int next_timeout(const sm_server *s, int64_t now)
 
 static void close_all(sm_server *s, int reason)
 {
+    s->closing_all = 1;
+    for (size_t i = 0; i < s->links_len; i++)
+        if (s->links[i] && s->links[i]->state >= DOWN)
+            link_free(s, s->links[i]);
     struct client *c;
     while ((c = s->oldest)) {
         /* One last non-blocking try, so a reply queued just before the
@@ -755,6 +1137,7 @@ static void close_all(sm_server *s, int reason)
         client_free(s, c, reason);
     }
     s->dirty_len = 0;
+    s->closing_all = 0;
 }
 
 /* Runs the timers due now, each at most once per call, so a callback that
@@ -1042,7 +1425,7 @@ SM_API int sm_server_send(sm_server *s, sm_conn_id id, const void *msg, size_t l
     int rc = check_send(s, msg, len, "sm_server_send");
     if (rc)
         return rc;
-    struct client *c = find_open(s, id);
+    struct client *c = find_sendable(s, id);
     if (!c)
         return SM_ENOCONN;
     rc = enqueue(s, c, msg, len);
@@ -1062,6 +1445,18 @@ SM_API int sm_server_broadcast(sm_server *s, const void *msg, size_t len, sm_con
         if (c->id != except && c->state == OPEN && enqueue(s, c, msg, len) == 0)
             count++;
     return count;
+}
+
+/* Queues p for the loop thread, whatever max_posted says (the library's
+ * own calls must not be lost), and wakes the loop. */
+static void queue_call(sm_server *s, struct post *p)
+{
+    pthread_mutex_lock(&s->post_lock);
+    s->posted_bytes += post_cost(p);
+    *s->posts_tail = p;
+    s->posts_tail = &p->next;
+    pthread_mutex_unlock(&s->post_lock);
+    sm__poller_wake(s->poller);
 }
 
 /* Queues p for the loop thread, within max_posted, and wakes the loop. */
@@ -1117,10 +1512,15 @@ SM_API int sm_server_call(sm_server *s, sm_call_fn *fn, void *arg)
 
 SM_API int sm_server_disconnect(sm_server *s, sm_conn_id id)
 {
-    struct client *c = find_open(s, id);
+    struct client *c = find_sendable(s, id);
     if (!c)
         return SM_ENOCONN;
-    drain_and_close(s, c, 0);
+    if (c->dial)
+        c->dial->gone = 1;
+    if (c->state == OPEN)
+        drain_and_close(s, c, 0);
+    else
+        link_free(s, c); /* not up: nothing to drain, no on_close */
     return 0;
 }
 
@@ -1159,6 +1559,14 @@ SM_API size_t sm_server_ids(const sm_server *s, sm_conn_id *ids, size_t cap)
             ids[n] = c->id;
         n++;
     }
+    for (size_t i = 0; s && i < s->links_len; i++) {
+        const struct client *l = s->links[i];
+        if (l && l->state >= DOWN && !l->dial->gone) {
+            if (n < cap)
+                ids[n] = l->id;
+            n++;
+        }
+    }
     return n;
 }
 
@@ -1175,6 +1583,15 @@ SM_API void sm_server_free(sm_server *s)
 {
     if (!s)
         return;
+    /* Lookup threads still running hand their result to s: wait for them. */
+    while (s->resolving) {
+        struct resolve *r = s->resolving;
+        s->resolving = r->next;
+        pthread_join(r->thread, NULL);
+        if (r->list)
+            freeaddrinfo(r->list);
+        free(r);
+    }
     close_all(s, SM_ESTOPPED);
     for (int i = 0; i < s->listener_count; i++)
         sm__unbind(&s->listeners[i]);
@@ -1189,6 +1606,7 @@ SM_API void sm_server_free(sm_server *s)
     sm__timers_free(&s->timers);
     pthread_mutex_destroy(&s->post_lock);
     free(s->by_fd);
+    free(s->links);
     free(s->dirty);
     free(s);
 }

@@ -181,6 +181,21 @@ SM_API int sm_connect(sm_conn **out, const char *addr);
 SM_API int sm_connect_opts(sm_conn **out, const char *addr, const sm_options *opts);
 
 /*
+ * sm_connect_retry - sm_connect_opts, tried again while the peer is not
+ * there yet (refused, unreachable, timed out, a Unix socket not yet made,
+ * a full backlog), with the same backoff as the server's dialled links:
+ * waits from 100 ms, doubling with jitter up to 5 s, for at most
+ * max_wait_ms in all (0: until it connects).  For a client that must
+ * survive a server restart: when a call fails with SM_ECLOSED or -errno,
+ * sm_close the connection and call this again.  Blocks.
+ *
+ * Errors: as sm_connect_opts; after max_wait_ms, the last try's error.
+ * Wrong arguments and addresses (SM_EINVAL, SM_EADDR) are not retried.
+ */
+SM_API int sm_connect_retry(sm_conn **out, const char *addr, const sm_options *opts,
+                            int max_wait_ms);
+
+/*
  * sm_conn_adopt - make a connection of a byte stream you already have.
  *
  * read_fd and write_fd are one descriptor for a connected socket (from
@@ -426,6 +441,11 @@ typedef struct sm_server_handlers {
      * sm_server_disconnect).  A peer that hangs up is read to the end
      * first: every whole message it sent reaches on_message. */
     void (*on_close)(sm_server *s, sm_conn_id id, int reason, void *arg);
+    /* A dialled link's connect failed (reason: -ECONNREFUSED, SM_EADDR
+     * when the name does not resolve, SM_ETIMEDOUT...); the next try is
+     * in delay_ms.  (on_open and on_close come in pairs: a try that fails
+     * calls only this.) */
+    void (*on_retry)(sm_server *s, sm_conn_id id, int reason, int delay_ms, void *arg);
 } sm_server_handlers;
 
 /* Server defaults (see sm_server_options). */
@@ -526,6 +546,46 @@ SM_API int sm_server_listen_inherited(sm_server *s);
  * sm_conn_adopt); on failure fd stays yours.
  */
 SM_API int sm_server_adopt(sm_server *s, int fd, sm_conn_id *id);
+
+/* Options for a dialled link; zero means the default. */
+typedef struct sm_dial_options {
+    int min_retry_ms; /* the first wait after a failed try or a drop; 0 = 100 */
+    int max_retry_ms; /* each wait doubles, with jitter, up to this; 0 = 5000 */
+    size_t max_queue; /* bytes queued for the link, while it is down too;
+                       * 0 = the server's max_queue */
+} sm_dial_options;
+
+/*
+ * sm_server_connect - dial addr from the server's loop, and dial again
+ * whenever the link drops, until sm_server_disconnect.  The id (to *id;
+ * id may be NULL) stays the same across reconnects, so "send to robot 3"
+ * keeps working after robot 3 reboots.  The link gets the same handlers
+ * as accepted clients: on_open each time it comes up, on_message, on_close
+ * each time it drops (with the reason), and on_retry for each try that
+ * fails.  sm_server_dialled tells a dialled link from an accepted one.
+ *
+ * Never blocks: the first try, like every retry, runs in the loop.  The
+ * connect is non-blocking and bounded by 10 s; a numeric address needs no
+ * lookup, and a name is looked up on a thread of its own (getaddrinfo
+ * blocks), so the loop never waits for DNS; the first address it gives is
+ * used.  Between tries the wait grows from min_retry_ms to max_retry_ms,
+ * doubling, with jitter (a random wait between half and all of the
+ * interval), and starts again from min_retry_ms once a link is up.
+ *
+ * Sends to a link that is down are queued, up to max_queue, and go out in
+ * order once it is up.  What a drop can lose: messages already handed to
+ * the kernel that the peer had not read (in flight), and the rest of one
+ * that was partly written, which is dropped so the peer never sees half a
+ * frame.  Nothing still queued is lost.
+ *
+ * Errors: SM_EINVAL (NULL argument, a negative interval), SM_EADDR
+ * (malformed, or port 0), SM_ENOMEM.  Loop thread only.
+ */
+SM_API int sm_server_connect(sm_server *s, const char *addr, const sm_dial_options *opts,
+                             sm_conn_id *id);
+
+/* sm_server_dialled - 1 if id is a link made by sm_server_connect, else 0. */
+SM_API int sm_server_dialled(const sm_server *s, sm_conn_id id);
 
 /* sm_server_addr - the bound address of listener index, as
  * sm_listener_addr.  Errors: SM_EINVAL (no such index or short buf). */
@@ -655,7 +715,9 @@ SM_API int sm_server_broadcast(sm_server *s, const void *msg, size_t len, sm_con
 SM_API int sm_server_post(sm_server *s, sm_conn_id id, const void *msg, size_t len);
 
 /* sm_server_disconnect - stop reading from a client, send what is queued,
- * then close it (on_close gets reason 0).  A client that has not taken
+ * then close it (on_close gets reason 0).  A dialled link is not dialled
+ * again; if it is down at the time, it is freed at once, with no
+ * on_close (it had none to report).  A client that has not taken
  * its queue within stall_timeout_ms is reset instead (reason
  * SM_ETIMEDOUT), so its memory is never held for long.  Returns 0 or
  * SM_ENOCONN. */
