@@ -5,6 +5,7 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 BINDIR     ?= $(PREFIX)/bin
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+CMAKEDIR   ?= $(LIBDIR)/cmake/sockmsg
 MANDIR     ?= $(PREFIX)/share/man
 
 CC      ?= cc
@@ -28,8 +29,16 @@ VERSION := $(MAJOR).$(call version_part,MINOR).$(call version_part,PATCH)
 WARN    := -Wall -Wextra -Wpedantic -Werror
 CFLAGS  ?= -O2 -g
 ALL_CFLAGS  = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) -Iinclude -MMD -MP
-LIB_CFLAGS  = $(ALL_CFLAGS) -fPIC -fvisibility=hidden -DSM_BUILDING_LIBRARY
-ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS) -pthread
+# TLS through OpenSSL 3 when pkg-config finds it; `make TLS=0` builds
+# without (the TLS calls then fail with SM_ENOTLS).
+TLS ?= $(shell pkg-config --exists openssl 2>/dev/null && echo 1 || echo 0)
+ifeq ($(TLS),1)
+TLS_CFLAGS  := -DSM_HAVE_TLS $(shell pkg-config --cflags openssl)
+TLS_LIBS    := $(shell pkg-config --libs openssl)
+PC_REQUIRES := openssl
+endif
+LIB_CFLAGS  = $(ALL_CFLAGS) $(TLS_CFLAGS) -fPIC -fvisibility=hidden -DSM_BUILDING_LIBRARY
+ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS) -pthread $(TLS_LIBS)
 
 LIB_SRC  := $(wildcard lib/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -67,7 +76,7 @@ $(STATIC): $(LIB_OBJ)
 	$(AR) rcs $@ $^
 
 $(SHARED): $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,$(SONAME) $(ALL_LDFLAGS) $^ -o $@
+	$(CC) -shared -Wl,-soname,$(SONAME) $(ALL_LDFLAGS) $^ $(TLS_LIBS) -o $@
 
 $(BUILD)/libsockmsg.so: $(SHARED)
 	ln -sf $(notdir $(SHARED)) $(BUILD)/$(SONAME)
@@ -141,7 +150,7 @@ FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE $(WARN) -g -O1 -fno-omit-frame-pointer \
 
 $(FUZZ_DIR)/%: tests/fuzz/%.c $(LIB_SRC) $(wildcard lib/*.h) $(HEADER)
 	@mkdir -p $(@D)
-	clang $(FUZZ_CFLAGS) $< $(LIB_SRC) -pthread -o $@
+	clang $(FUZZ_CFLAGS) $(TLS_CFLAGS) $< $(LIB_SRC) -pthread $(TLS_LIBS) -o $@
 
 fuzz: $(FUZZ_TARGETS)
 	@for t in $(FUZZ_TARGETS); do \
@@ -170,11 +179,44 @@ format:
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance \
 	    --std=c11 --inline-suppr -D_GNU_SOURCE -Iinclude -Ilib $(LINT_FILES)
-	clang-tidy --quiet $(LINT_FILES) -- -std=c11 -D_GNU_SOURCE -Iinclude -Ilib
+	clang-tidy --quiet $(LINT_FILES) -- -std=c11 -D_GNU_SOURCE -Iinclude -Ilib $(TLS_CFLAGS)
 	for f in $(LINT_FILES); do \
 	    gcc -std=c11 -D_GNU_SOURCE -Iinclude -Ilib -fanalyzer -Werror -Wall -Wextra \
 	        -fsyntax-only $$f || exit 1; \
 	done
+
+# Event-loop adapters: include/sockmsg/adapters/ holds header-only glue
+# for libuv and libevent (installed with the other headers; the library
+# itself never links either).  Their examples, uv-echo-server and
+# event-echo-server, link the loop's library.  Whether it is installed is
+# asked when the recipe runs, not when make reads this file, so that
+# `make deps check` builds them right after deps installed it; without it
+# the program is left out with a note, and tests/test_adapters.c skips its
+# tests (fails them under SM_REQUIRE_TOOLS, as in CI).  The test file
+# also drives the adapters in-process, compiled in the same way.
+ADAPTER_HEADERS  := $(wildcard include/sockmsg/adapters/*.h)
+ADAPTER_EXAMPLES := $(BUILD)/examples/uv-echo-server $(BUILD)/examples/event-echo-server
+$(BUILD)/examples/uv-echo-server: ADAPTER_PKG = libuv
+$(BUILD)/examples/event-echo-server: ADAPTER_PKG = libevent_core
+
+$(ADAPTER_EXAMPLES): $(BUILD)/examples/%: examples/%.c $(ADAPTER_HEADERS) $(STATIC)
+	@mkdir -p $(@D)
+	@if pkg-config --exists $(ADAPTER_PKG); then \
+	    cmd="$(CC) $(ALL_CFLAGS) $$(pkg-config --cflags $(ADAPTER_PKG)) $< $(STATIC) \
+	         $(ALL_LDFLAGS) $$(pkg-config --libs $(ADAPTER_PKG)) -o $@"; echo $$cmd; $$cmd; \
+	else echo "$@ not built: $(ADAPTER_PKG) is not installed (make deps installs it)"; fi
+
+adapter_pkgs = $(shell for p in libuv libevent_core; do pkg-config --exists $$p && echo $$p; done)
+$(BUILD)/tests/test_adapters.o: TEST_CFLAGS += $(if $(filter libuv,$(adapter_pkgs)),-DSM_TEST_LIBUV) \
+                                 $(if $(filter libevent_core,$(adapter_pkgs)),-DSM_TEST_LIBEVENT)
+$(UNIT): TEST_LIBS += $(if $(adapter_pkgs),$(shell pkg-config --libs $(adapter_pkgs)))
+
+# The adapter headers are checked for style; the examples, which include
+# them, are linted where the libraries' headers are there to be read.
+FORMAT_FILES += $(ADAPTER_HEADERS)
+LINT_FILES   := $(filter-out $(if $(shell pkg-config --exists libuv && echo y),,examples/uv-echo-server.c) \
+                  $(if $(shell pkg-config --exists libevent_core && echo y),,examples/event-echo-server.c), \
+                  $(LINT_FILES))
 
 $(BUILD)/tests/%.o: tests/%.c
 	@mkdir -p $(@D)
@@ -293,16 +335,32 @@ $(MCU_DIR)/uart-peer: tests/mcu/uart_peer.c
 FORMAT_FILES += $(wildcard mcu/*.c tests/mcu/*.c)
 LINT_FILES   += mcu/codec.c
 
-install: all
-	install -d $(DESTDIR)$(INCLUDEDIR)/sockmsg $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR)
+# install builds what it installs (the library and smcat), not the examples.
+# The CMake package files (cmake/*.in) locate the headers and libraries
+# relative to their own directory, so the tree may be moved or staged.
+install: lib tools
+	install -d $(DESTDIR)$(INCLUDEDIR)/sockmsg $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) \
+	    $(DESTDIR)$(CMAKEDIR)
 	install -m 644 $(HEADER) include/sockmsg/frame.h $(DESTDIR)$(INCLUDEDIR)/sockmsg/
+	install -d $(DESTDIR)$(INCLUDEDIR)/sockmsg/adapters
+	install -m 644 $(ADAPTER_HEADERS) $(DESTDIR)$(INCLUDEDIR)/sockmsg/adapters/
 	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/
 	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/
 	ln -sf $(notdir $(SHARED)) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libsockmsg.so
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	    -e 's|@REQUIRES_PRIVATE@|$(PC_REQUIRES)|' \
 	    sockmsg.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/sockmsg.pc
+	ptr=$$(echo __SIZEOF_POINTER__ | $(CC) -E -P -x c - | tail -n 1) && \
+	sed -e "s|@INCLUDE_REL@|$$(realpath -m --relative-to=$(CMAKEDIR) $(INCLUDEDIR))|" \
+	    -e "s|@LIB_REL@|$$(realpath -m --relative-to=$(CMAKEDIR) $(LIBDIR))|" \
+	    -e 's|@VERSION@|$(VERSION)|' -e 's|@MAJOR@|$(MAJOR)|' -e 's|@REQUIRES_PRIVATE@|$(PC_REQUIRES)|' \
+	    -e "s|@SIZEOF_VOID_P@|$$ptr|" -e "s|@BITS@|$$((ptr * 8))|" \
+	    cmake/sockmsgConfig.cmake.in > $(DESTDIR)$(CMAKEDIR)/sockmsgConfig.cmake && \
+	sed -e 's|@VERSION@|$(VERSION)|' -e 's|@MAJOR@|$(MAJOR)|' \
+	    -e "s|@SIZEOF_VOID_P@|$$ptr|" -e "s|@BITS@|$$((ptr * 8))|" \
+	    cmake/sockmsgConfigVersion.cmake.in > $(DESTDIR)$(CMAKEDIR)/sockmsgConfigVersion.cmake
 	$(if $(TOOLS),install -d $(DESTDIR)$(BINDIR) && install -m 755 $(TOOLS) $(DESTDIR)$(BINDIR)/)
 	for sec in 1 3 7; do \
 	    pages=$$(ls docs/man/*.$$sec 2>/dev/null) || continue; \
@@ -314,10 +372,14 @@ install: all
 
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/sockmsg/sockmsg.h $(DESTDIR)$(INCLUDEDIR)/sockmsg/frame.h
+	rm -f $(ADAPTER_HEADERS:include/%=$(DESTDIR)$(INCLUDEDIR)/%)
+	-rmdir $(DESTDIR)$(INCLUDEDIR)/sockmsg/adapters
 	-rmdir $(DESTDIR)$(INCLUDEDIR)/sockmsg
 	rm -f $(DESTDIR)$(LIBDIR)/libsockmsg.a $(DESTDIR)$(LIBDIR)/libsockmsg.so \
 	      $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/$(notdir $(SHARED)) \
 	      $(DESTDIR)$(PKGCONFIGDIR)/sockmsg.pc
+	rm -f $(DESTDIR)$(CMAKEDIR)/sockmsgConfig.cmake $(DESTDIR)$(CMAKEDIR)/sockmsgConfigVersion.cmake
+	-rmdir $(DESTDIR)$(CMAKEDIR)
 	rm -f $(TOOLS:$(BUILD)/%=$(DESTDIR)$(BINDIR)/%)
 	rm -f $(foreach p,$(MAN_PAGES),$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(p)))/$(notdir $(p)))
 
@@ -325,12 +387,17 @@ demo: examples
 	sh examples/demo.sh $(BUILD)/examples
 
 # Debian packages the build, the tests and the benchmark baselines need
-# (ZeroMQ, nng and gnuplot are for make bench only); sudo only when not root.
-DEB_PACKAGES := build-essential clang pkg-config libcriterion-dev libcrypt-dev python3 \
+# (ZeroMQ, nng and gnuplot are for make bench only; debhelper and lintian
+# build and check the .deb files, cmake builds the CMake consumers, tshark
+# runs the Wireshark dissector, python3-venv takes the pip package); sudo
+# only when not root.
+DEB_PACKAGES := build-essential clang pkg-config libcriterion-dev libcrypt-dev libssl-dev python3 \
                 mandoc man-db valgrind cppcheck clang-tidy clang-format libclang-rt-14-dev \
                 libzmq3-dev libnng-dev gnuplot-nox \
                 gcc-avr avr-libc simavr libsimavr-dev gcc-arm-none-eabi arduino-core-avr \
-                default-jdk-headless nodejs
+                default-jdk-headless nodejs \
+                debhelper lintian cmake tshark python3-venv \
+                libuv1-dev libevent-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 deps:
 	$(SUDO) apt-get update -q
@@ -349,7 +416,9 @@ help:
 	@echo "make fuzz       run each libFuzzer target for FUZZ_SECONDS=$(FUZZ_SECONDS) s"
 	@echo "make lint       cppcheck, clang-tidy and gcc -fanalyzer"
 	@echo "make format-check / make format   check / apply .clang-format"
-	@echo "make install    install under PREFIX=$(PREFIX) (DESTDIR honoured)"
+	@echo "make install    install under PREFIX=$(PREFIX) (DESTDIR honoured): headers, libraries,"
+	@echo "                sockmsg.pc, the CMake package (lib/cmake/sockmsg), smcat, man pages"
 	@echo "make uninstall  remove what install put there"
+	@echo "dpkg-buildpackage -us -uc -b   the Debian packages (debian/); tested by tests/packages/debs.sh"
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d)

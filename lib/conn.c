@@ -5,6 +5,7 @@
 #include "error.h"
 #include "frame.h"
 #include "sock.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +29,9 @@ struct sm_conn {
     int plain;         /* not sockets: read and writev, non-blocking */
     int connecting;    /* a non-blocking connect is in progress */
     int connect_error; /* how it failed: every call reports it */
+    sm_tls *tls;       /* TLS session, or NULL */
+    int handshaking;   /* non-blocking: the TLS handshake is not done */
+    short tls_want;    /* ...and waits for this readiness */
     sm_options opt;
     pthread_mutex_t send_lock; /* one frame on the wire at a time */
     int send_error;            /* sticky once the stream is unusable; send_lock */
@@ -74,7 +78,7 @@ static int would_block(const sm_conn *c, int rc)
     return c->opt.nonblocking && rc == SM_ETIMEDOUT ? SM_EAGAIN : rc;
 }
 
-int sm__conn_new(int fd, int family, const sm_options *opts, sm_conn **out)
+int sm__conn_new(int fd, int family, const sm_options *opts, sm_tls *tls, sm_conn **out)
 {
     int rc = sm__sock_set_nodelay(fd, family, opts->nagle);
     if (rc)
@@ -88,8 +92,14 @@ int sm__conn_new(int fd, int family, const sm_options *opts, sm_conn **out)
         return sm__error_set(-rc, "new connection");
     }
     c->fd = c->out_fd = fd;
-    c->plain = c->connecting = c->connect_error = 0;
+    c->plain = c->connecting = c->connect_error = c->handshaking = 0;
+    c->tls = tls;
+    /* Non-blocking, the handshake is done by the calls that follow; a
+     * server's starts by reading the client's hello. */
+    c->handshaking = tls && opts->nonblocking;
+    c->tls_want = POLLIN;
     c->opt = *opts;
+    c->opt.tls = NULL; /* the caller's; the session holds what it needs */
     c->send_error = c->recv_error = 0;
     c->held = c->view = NULL;
     c->held_len = c->held_cap = c->view_cap = 0;
@@ -143,7 +153,9 @@ SM_API int sm_conn_adopt(sm_conn **out, int read_fd, int write_fd, const sm_opti
     socklen_t len = sizeof ss;
     if (reader && getsockname(read_fd, (struct sockaddr *)&ss, &len) < 0)
         return sm__error_set(-errno, "sm_conn_adopt: getsockname");
-    rc = sm__conn_new(read_fd, reader ? ss.ss_family : AF_UNSPEC, &opt, out);
+    if (opt.tls)
+        return sm__error_set(SM_EINVAL, "sm_conn_adopt: TLS over an adopted descriptor");
+    rc = sm__conn_new(read_fd, reader ? ss.ss_family : AF_UNSPEC, &opt, NULL, out);
     if (rc)
         return rc;
     (*out)->out_fd = write_fd;
@@ -228,6 +240,29 @@ static int start_connect(const sm_addr *a, const char *text, int *family, int *p
     return sm__error_set(rc, "connect to %s", text);
 }
 
+/* A client TLS session on connected (or, non-blocking, connecting) fd.
+ * A blocking connection does the handshake now, within the connect
+ * timeout; a non-blocking one does it in later calls (finish_connect). */
+static int start_tls(sm_tls **out, int fd, const sm_options *opt, const char *host, int pending)
+{
+    sm_tls_ctx *ctx;
+    int rc = sm__tls_ctx_new(&ctx, opt->tls, 0);
+    if (rc)
+        return rc;
+    rc = sm__tls_new(out, ctx, fd, host);
+    sm__tls_ctx_unref(ctx); /* the session keeps its own reference */
+    if (!rc && !opt->nonblocking && !pending) {
+        rc = sm__set_nonblocking(fd); /* TLS waits through poll and the deadline */
+        if (!rc)
+            rc = sm__tls_handshake_wait(*out, fd, sm__deadline(opt->connect_timeout_ms));
+    }
+    if (rc) {
+        sm__tls_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
 SM_API int sm_connect_opts(sm_conn **out, const char *addr, const sm_options *opts)
 {
     if (!out || !addr)
@@ -257,20 +292,48 @@ SM_API int sm_connect_opts(sm_conn **out, const char *addr, const sm_options *op
         if (fd < 0)
             return fd;
     }
-    rc = sm__conn_new(fd, family, &opt, out);
-    if (rc)
+    sm_tls *tls = NULL;
+    if (opt.tls) {
+        rc = start_tls(&tls, fd, &opt,
+                       a.is_unix   ? NULL
+                       : a.host[0] ? a.host
+                                   : "localhost",
+                       pending);
+        if (rc) {
+            close(fd);
+            return rc;
+        }
+    }
+    rc = sm__conn_new(fd, family, &opt, tls, out);
+    if (rc) {
+        sm__tls_free(tls);
         close(fd);
-    else
-        (*out)->connecting = pending;
-    return rc;
+        return rc;
+    }
+    (*out)->connecting = pending;
+    (*out)->handshaking = tls && opt.nonblocking;
+    (*out)->tls_want = POLLOUT;
+    return 0;
 }
 
 /* Whether a non-blocking connect has finished: 0 once connected,
  * SM_EAGAIN while in progress, or its error, which then sticks. */
+/* The non-blocking TLS handshake, one step per call. */
+static int finish_handshake(sm_conn *c)
+{
+    int rc = sm__tls_handshake(c->tls, &c->tls_want);
+    if (rc == SM_EAGAIN)
+        return rc;
+    c->handshaking = 0;
+    if (rc)
+        c->send_error = c->recv_error = c->connect_error = rc;
+    return rc;
+}
+
 static int finish_connect(sm_conn *c)
 {
     if (!c->connecting)
-        return c->connect_error;
+        return c->handshaking ? finish_handshake(c) : c->connect_error;
     struct pollfd p = { .fd = c->fd, .events = POLLOUT };
     int n = poll(&p, 1, 0);
     if (n == 0)
@@ -282,6 +345,8 @@ static int finish_connect(sm_conn *c)
     c->connecting = 0;
     if (err)
         c->send_error = c->recv_error = c->connect_error = -err;
+    if (!err && c->handshaking)
+        return finish_handshake(c);
     return -err;
 }
 
@@ -299,6 +364,8 @@ SM_API int sm_conn_events(const sm_conn *c)
         return 0;
     if (c->connecting)
         return SM_WANT_WRITE;
+    if (c->handshaking)
+        return c->tls_want == POLLIN ? SM_WANT_READ : SM_WANT_WRITE;
     return SM_WANT_READ |
            (atomic_load_explicit(&c->holding, memory_order_relaxed) ? SM_WANT_WRITE : 0);
 }
@@ -433,7 +500,10 @@ static int write_frames(sm_conn *c, const struct iovec *iov, int count, int64_t 
     }
     int first = c->held_len ? 0 : 1;
     size_t sent = 0;
-    int rc = sm__io_write_all(c->out_fd, c->plain, all + first, count + 1 - first, deadline, &sent);
+    int rc = c->tls
+                 ? sm__tls_write_all(c->tls, c->fd, all + first, count + 1 - first, deadline, &sent)
+                 : sm__io_write_all(c->out_fd, c->plain, all + first, count + 1 - first, deadline,
+                                    &sent);
     if (rc == 0) {
         release_held(c);
         return 0;
@@ -567,7 +637,8 @@ static size_t keep(const sm_conn *c)
 static size_t read_size(sm_conn *c, size_t need)
 {
     size_t full = sizeof c->rbuf - c->rend, have = c->rend - c->rpos;
-    if (!c->streaming || atomic_load_explicit(&c->replied, memory_order_relaxed))
+    /* (TLS hands over whole records: the kernel's count means nothing.) */
+    if (!c->streaming || c->tls || atomic_load_explicit(&c->replied, memory_order_relaxed))
         return full;
     /* Right after a bulk read, look again: a pile tends to keep coming. */
     int waiting = 0;
@@ -579,6 +650,14 @@ static size_t read_size(sm_conn *c, size_t need)
     }
     c->bulk = 0;
     return need - have;
+}
+
+/* One read from the stream, through TLS when there is a session. */
+static ssize_t conn_read(sm_conn *c, void *buf, size_t len, int flags, int64_t deadline)
+{
+    if (c->tls)
+        return sm__tls_read_wait(c->tls, c->fd, buf, len, deadline);
+    return sm__io_read(c->fd, c->plain, buf, len, flags, deadline);
 }
 
 static int fill(sm_conn *c, size_t need, int64_t deadline)
@@ -593,8 +672,7 @@ static int fill(sm_conn *c, size_t need, int64_t deadline)
         c->rpos = 0;
     }
     while (c->rend - c->rpos < need) {
-        ssize_t n =
-            sm__io_read(c->fd, c->plain, c->rbuf + c->rend, read_size(c, need), 0, deadline);
+        ssize_t n = conn_read(c, c->rbuf + c->rend, read_size(c, need), 0, deadline);
         if (n == 0)
             return c->rend == c->rpos ? SM_ECLOSED : SM_ETRUNCATED;
         if (n < 0)
@@ -674,7 +752,7 @@ static int read_large(sm_conn *c, uint8_t *dst, uint32_t len, int64_t deadline)
         c->rpos = c->rend = 0;
     }
     while (done < len) {
-        ssize_t n = sm__io_read(c->fd, c->plain, dst + done, len - done, MSG_WAITALL, deadline);
+        ssize_t n = conn_read(c, dst + done, len - done, MSG_WAITALL, deadline);
         if (n == SM_ETIMEDOUT)
             return park_large(c, dst, len, done);
         if (n <= 0)
@@ -865,6 +943,15 @@ SM_API int sm_conn_peer(const sm_conn *c, char *buf, size_t len)
     return sm__addr_of_fd(c->fd, 1, buf, len);
 }
 
+SM_API int sm_conn_peer_cert(const sm_conn *c, char *buf, size_t len)
+{
+    if (!c || !buf)
+        return sm__error_set(SM_EINVAL, "sm_conn_peer_cert: NULL argument");
+    if (!c->tls)
+        return sm__error_set(SM_EVERIFY, "sm_conn_peer_cert: not a TLS connection");
+    return sm__tls_peer_subject(c->tls, buf, len);
+}
+
 SM_API int sm_conn_fd(const sm_conn *c)
 {
     return c ? c->fd : SM_EINVAL;
@@ -878,6 +965,7 @@ SM_API void sm_close(sm_conn *c)
      * here has no one to report to (sm_flush first to see it). */
     if (c->held_len)
         sm_flush(c);
+    sm__tls_free(c->tls);
     close(c->fd);
     if (c->out_fd != c->fd)
         close(c->out_fd);

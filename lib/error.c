@@ -25,6 +25,9 @@ static const char *library_error_text(int rc)
     case SM_EFULL: return "connection's output queue is full";
     case SM_EBROKEN: return "connection broken: a message was cut short and cannot be finished";
     case SM_EAGAIN: return "would block: try again when the connection is ready";
+    case SM_ETLS: return "TLS failed";
+    case SM_EVERIFY: return "TLS certificate verification failed";
+    case SM_ENOTLS: return "TLS is not available: libsockmsg was built without OpenSSL";
     default: return NULL;
     }
 }

@@ -5,6 +5,7 @@
 #include "conn.h"
 #include "error.h"
 #include "sock.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -17,6 +18,7 @@
 struct sm_listener {
     sm_bound bound;
     sm_options opt;
+    sm_tls_ctx *tls; /* TLS for every accepted connection, or NULL */
 };
 
 SM_API int sm_listen_opts(sm_listener **out, const char *addr, const sm_options *opts)
@@ -31,9 +33,13 @@ SM_API int sm_listen_opts(sm_listener **out, const char *addr, const sm_options 
     int rc = sm__options_resolve(&l->opt, opts);
     if (!rc)
         rc = sm__addr_parse(&a, addr);
+    if (!rc && l->opt.tls)
+        rc = sm__tls_ctx_new(&l->tls, l->opt.tls, 1);
+    l->opt.tls = NULL; /* the caller's: the context holds what it needs */
     if (!rc)
         rc = sm__bind(&l->bound, &a, addr);
     if (rc) {
+        sm__tls_ctx_unref(l->tls);
         free(l);
         return rc;
     }
@@ -44,6 +50,18 @@ SM_API int sm_listen_opts(sm_listener **out, const char *addr, const sm_options 
 SM_API int sm_listen(sm_listener **out, const char *addr)
 {
     return sm_listen_opts(out, addr, NULL);
+}
+
+/* The server side of TLS on a new connection: the handshake within the
+ * accept timeout (non-blocking: in the calls that follow). */
+static int accept_tls(sm_listener *l, int fd, int64_t deadline, sm_tls **tls)
+{
+    int rc = sm__set_nonblocking(fd);
+    if (!rc)
+        rc = sm__tls_new(tls, l->tls, fd, NULL);
+    if (!rc && !l->opt.nonblocking)
+        rc = sm__tls_handshake_wait(*tls, fd, deadline);
+    return rc;
 }
 
 SM_API int sm_accept(sm_listener *l, sm_conn **out)
@@ -60,9 +78,14 @@ SM_API int sm_accept(sm_listener *l, sm_conn **out)
     }
     if (fd < 0)
         return sm__error_set(fd, "accept");
-    int rc = sm__conn_new(fd, l->bound.family, &l->opt, out);
-    if (rc)
+    sm_tls *tls = NULL;
+    int rc = l->tls ? accept_tls(l, fd, deadline, &tls) : 0;
+    if (!rc)
+        rc = sm__conn_new(fd, l->bound.family, &l->opt, tls, out);
+    if (rc) {
+        sm__tls_free(tls);
         close(fd);
+    }
     return rc;
 }
 
@@ -83,5 +106,6 @@ SM_API void sm_listener_close(sm_listener *l)
     if (!l)
         return;
     sm__unbind(&l->bound);
+    sm__tls_ctx_unref(l->tls);
     free(l);
 }

@@ -143,6 +143,11 @@ int sm__sock_adopt(int fd, int listening, int *family)
     return rc;
 }
 
+int sm__set_nonblocking(int fd)
+{
+    return set_blocking(fd, 0);
+}
+
 int sm__sock_set_nodelay(int fd, int family, int nagle)
 {
     if (family != AF_INET && family != AF_INET6)

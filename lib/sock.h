@@ -44,6 +44,9 @@ int sm__sock_accept(int listen_fd, int flags);
  * (-ENOTSOCK: not a socket). */
 int sm__sock_adopt(int fd, int listening, int *family);
 
+/* Makes fd non-blocking; returns 0 or -errno. */
+int sm__set_nonblocking(int fd);
+
 /* Sets TCP_NODELAY on TCP sockets unless nagle; returns 0 or -errno. */
 int sm__sock_set_nodelay(int fd, int family, int nagle);
 

@@ -70,8 +70,12 @@ enum sm_error {
     SM_EFULL = -1011,      /* server: the connection's output queue is full */
     SM_EBROKEN = -1012,    /* a frame was cut and cannot be finished: the
                             * connection is dead, close it */
-    SM_EAGAIN = -1013      /* non-blocking: not now; wait for the events
+    SM_EAGAIN = -1013,     /* non-blocking: not now; wait for the events
                             * sm_conn_events names, then call again */
+    SM_ETLS = -1014,       /* TLS failed: handshake, protocol or files
+                            * (sm_last_error() has OpenSSL's reason) */
+    SM_EVERIFY = -1015,    /* TLS: the peer's certificate did not verify */
+    SM_ENOTLS = -1016      /* TLS asked for, but built without OpenSSL */
 };
 #endif
 

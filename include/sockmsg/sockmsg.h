@@ -75,13 +75,47 @@ enum sm_error {
     SM_EFULL = -1011,      /* server: the connection's output queue is full */
     SM_EBROKEN = -1012,    /* a frame was cut and cannot be finished: the
                             * connection is dead, close it */
-    SM_EAGAIN = -1013      /* non-blocking: not now; wait for the events
+    SM_EAGAIN = -1013,     /* non-blocking: not now; wait for the events
                             * sm_conn_events names, then call again */
+    SM_ETLS = -1014,       /* TLS failed: handshake, protocol or files
+                            * (sm_last_error() has OpenSSL's reason) */
+    SM_EVERIFY = -1015,    /* TLS: the peer's certificate did not verify */
+    SM_ENOTLS = -1016      /* TLS asked for, but built without OpenSSL */
 };
 #endif
 
 typedef struct sm_listener sm_listener;
 typedef struct sm_conn sm_conn;
+
+/*
+ * TLS (OpenSSL), for sm_options.tls and sm_server_listen_tls.  A zeroed
+ * struct is a client that verifies the server against the system's CA
+ * store and the host in the address.  The framing inside TLS is the same,
+ * so Python's ssl, Java's SSLSocket or Node's tls speak it unchanged.
+ * The strings are copied when used; they need not outlive the call.
+ */
+typedef struct sm_tls_options {
+    const char *ca_file;      /* PEM file of CAs to verify the peer against (a
+                               * server with it asks clients for a certificate) */
+    const char *ca_dir;       /* or a c_rehash'ed directory; neither: system store */
+    const char *cert_file;    /* own certificate chain (PEM): a server's, or a
+                            * client's for mutual TLS */
+    const char *key_file;     /* its private key (PEM) */
+    const char *server_name;  /* client: the name to verify (and send as SNI);
+                              * NULL: the host of the address */
+    int require_client_cert;  /* server: mutual TLS, clients must present a
+                              * certificate that verifies against ca_file */
+    int insecure_skip_verify; /* client: do NOT verify the server.  Anyone on
+                               * the path can then read and change everything:
+                               * for tests against a self-signed server only */
+    int handshake_timeout_ms; /* server: a handshake not done by then is
+                               * closed; 0 = 10 s (blocking connections use
+                               * their connect/accept timeouts) */
+} sm_tls_options;
+
+/* sm_tls_available - 1 if this libsockmsg was built with OpenSSL (TLS
+ * calls work), 0 if not (they fail with SM_ENOTLS). */
+SM_API int sm_tls_available(void);
 
 /*
  * Options.  A zeroed struct means "all defaults", so set only what you need:
@@ -93,14 +127,16 @@ typedef struct sm_conn sm_conn;
  * and expiring returns SM_ETIMEDOUT.
  */
 typedef struct sm_options {
-    int connect_timeout_ms; /* sm_connect_opts: per address tried; not
+    int connect_timeout_ms;    /* sm_connect_opts: per address tried; not
                              * name resolution (see sm_connect) */
-    int accept_timeout_ms;  /* sm_accept */
-    int send_timeout_ms;    /* sm_send */
-    int recv_timeout_ms;    /* sm_recv, sm_recv_alloc, sm_recv_view */
-    uint32_t max_frame;     /* largest payload accepted; 0 = 16 MiB */
-    int nagle;              /* nonzero leaves Nagle on; default sets TCP_NODELAY */
-    int nonblocking;        /* nonzero: no call ever waits; it returns
+    int accept_timeout_ms;     /* sm_accept */
+    int send_timeout_ms;       /* sm_send */
+    int recv_timeout_ms;       /* sm_recv, sm_recv_alloc, sm_recv_view */
+    uint32_t max_frame;        /* largest payload accepted; 0 = 16 MiB */
+    int nagle;                 /* nonzero leaves Nagle on; default sets TCP_NODELAY */
+    const sm_tls_options *tls; /* non-NULL: TLS on the connection (connect,
+                                * listen and accept); copied when used */
+    int nonblocking;           /* nonzero: no call ever waits; it returns
                              * SM_EAGAIN instead and the timeouts above are
                              * unused (see sm_conn_events) */
 } sm_options;
@@ -386,6 +422,14 @@ SM_API int sm_conn_set_options(sm_conn *c, const sm_options *opts);
 /* sm_conn_peer - write the peer's address into buf; as sm_listener_addr. */
 SM_API int sm_conn_peer(const sm_conn *c, char *buf, size_t len);
 
+/*
+ * sm_conn_peer_cert - the subject of the peer's verified TLS certificate
+ * ("/CN=robot-3/O=..."), into buf; returns its length.  Errors: SM_EINVAL
+ * (NULL argument, buf too small), SM_EVERIFY (not TLS, or the peer showed
+ * no verified certificate: a client's is there only with mutual TLS).
+ */
+SM_API int sm_conn_peer_cert(const sm_conn *c, char *buf, size_t len);
+
 /* sm_conn_fd - the connection's descriptor, for poll().  Still owned by c;
  * do not read or write it directly. */
 SM_API int sm_conn_fd(const sm_conn *c);
@@ -496,6 +540,8 @@ typedef struct sm_server_stats {
     size_t buffered;        /* bytes held now in partly received frames and
                              * output queues (what max_buffered bounds) */
     uint64_t stalled;       /* connections reset by stall_timeout_ms */
+    uint64_t tls_failed;    /* TLS clients closed before their handshake
+                             * was done (failed, or past its timeout) */
 } sm_server_stats;
 
 /*
@@ -512,6 +558,25 @@ SM_API int sm_server_new(sm_server **out, const sm_server_handlers *handlers,
  * for sm_server_addr, or an error as sm_listen's.
  */
 SM_API int sm_server_listen(sm_server *s, const char *addr);
+
+/*
+ * sm_server_listen_tls - sm_server_listen, with TLS on every connection
+ * from addr (tls: the server's certificate and key, and for mutual TLS
+ * require_client_cert with ca_file; NULL: plain).  One server may offer
+ * plain and TLS ports at once.  The handshake runs in the loop, never
+ * blocking it; a client that has not finished it within
+ * handshake_timeout_ms (default 10 s), or fails it, is closed without
+ * on_open or on_close (sm_server_stats.tls_failed counts them).  Errors:
+ * as sm_server_listen's, plus SM_ENOTLS, SM_ETLS (unreadable certificate
+ * or key: sm_last_error() says which) and SM_EINVAL (no cert_file or
+ * key_file).
+ */
+SM_API int sm_server_listen_tls(sm_server *s, const char *addr, const sm_tls_options *tls);
+
+/* sm_server_peer_cert - the subject of a TLS client's verified
+ * certificate (mutual TLS), as sm_conn_peer_cert.  Errors: SM_ENOCONN,
+ * SM_EINVAL, SM_EVERIFY (not TLS, or no verified certificate). */
+SM_API int sm_server_peer_cert(const sm_server *s, sm_conn_id id, char *buf, size_t len);
 
 /*
  * sm_server_listen_fd - also accept clients on fd, a listening stream

@@ -1,0 +1,404 @@
+/*
+ * TLS with OpenSSL: round trips, verification on by default, mutual TLS,
+ * handshake timeouts, plain and TLS peers on the wrong port, and a TLS
+ * server that hostile peers cannot slow down.  The certificates are made
+ * fresh for every test by tests/tls/make-certs.sh.  Built without OpenSSL
+ * (make TLS=0), every test checks the clear SM_ENOTLS instead.
+ */
+#include <criterion/criterion.h>
+#include <sockmsg/sockmsg.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static char certs[128];
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A file of the test's certificates, in a static buffer of its own. */
+static const char *cert(const char *name)
+{
+    static char paths[8][200];
+    static int next;
+    char *p = paths[next++ % 8];
+    snprintf(p, sizeof paths[0], "%s/%s", certs, name);
+    return p;
+}
+
+static void make_certs(void)
+{
+    snprintf(certs, sizeof certs, "/tmp/sm-tls-%ld", (long)getpid());
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "sh tests/tls/make-certs.sh %s", certs);
+    cr_assert_eq(system(cmd), 0, "making certificates with openssl failed");
+}
+
+static void remove_certs(void)
+{
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", certs);
+    if (system(cmd) != 0)
+        cr_log_warn("could not remove %s", certs);
+}
+
+#define TLS_TEST(name) Test(tls, name, .init = make_certs, .fini = remove_certs, .timeout = 60)
+
+static sm_tls_options server_tls(void)
+{
+    return (sm_tls_options){ .cert_file = cert("server.pem"), .key_file = cert("server.key") };
+}
+
+/* ---- a blocking echo server on its own thread ---- */
+
+struct echo {
+    sm_listener *l;
+    pthread_t thread;
+    char addr[SM_ADDRSTRLEN];
+    int accept_rc;
+    char peer_cert[256];
+};
+
+static void *echo_one(void *arg)
+{
+    struct echo *e = arg;
+    sm_conn *c;
+    e->accept_rc = sm_accept(e->l, &c);
+    if (e->accept_rc)
+        return NULL;
+    if (sm_conn_peer_cert(c, e->peer_cert, sizeof e->peer_cert) < 0)
+        e->peer_cert[0] = '\0';
+    void *msg;
+    ssize_t n;
+    while ((n = sm_recv_alloc(c, &msg)) >= 0) {
+        int rc = sm_send(c, msg, (size_t)n);
+        free(msg);
+        if (rc)
+            break;
+    }
+    sm_close(c);
+    return NULL;
+}
+
+/* Starts an echo server for one client, with tls on "127.0.0.1:0". */
+static void echo_start(struct echo *e, const sm_tls_options *tls, uint32_t max_frame)
+{
+    memset(e, 0, sizeof *e);
+    sm_options o = { .tls = tls, .accept_timeout_ms = 10000, .max_frame = max_frame };
+    int rc = sm_listen_opts(&e->l, "127.0.0.1:0", &o);
+    cr_assert_eq(rc, 0, "TLS listen: %s", sm_last_error());
+    cr_assert_gt(sm_listener_addr(e->l, e->addr, sizeof e->addr), 0);
+    cr_assert_eq(pthread_create(&e->thread, NULL, echo_one, e), 0);
+}
+
+static void echo_stop(struct echo *e)
+{
+    pthread_join(e->thread, NULL);
+    sm_listener_close(e->l);
+}
+
+/* "localhost:PORT" for an echo server's "127.0.0.1:PORT". */
+static void as_localhost(const struct echo *e, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "localhost%s", strrchr(e->addr, ':'));
+}
+
+static void round_trip(sm_conn *c, size_t len)
+{
+    uint8_t *m = malloc(len ? len : 1);
+    for (size_t i = 0; i < len; i++)
+        m[i] = (uint8_t)(i * 7 + len);
+    cr_assert_eq(sm_send(c, m, len), 0, "send %zu: %s", len, sm_last_error());
+    void *back;
+    ssize_t n = sm_recv_alloc(c, &back);
+    cr_assert_eq(n, (ssize_t)len, "echo of %zu: %zd %s", len, n, sm_last_error());
+    cr_assert_arr_eq(back, m, len);
+    free(back);
+    free(m);
+}
+
+/* Connects to e with tls; returns the code and closes what connected. */
+static int try_connect(const char *addr, const sm_tls_options *tls)
+{
+    sm_options o = { .tls = tls, .connect_timeout_ms = 5000, .recv_timeout_ms = 5000 };
+    sm_conn *c = NULL;
+    int rc = sm_connect_opts(&c, addr, &o);
+    if (!rc) {
+        /* With TLS 1.3 a refused client certificate shows on the first read. */
+        rc = sm_send(c, "x", 1);
+        char b;
+        if (!rc)
+            rc = sm_recv(c, &b, 1) == 1 ? 0 : (int)sm_recv(c, &b, 1);
+    }
+    sm_close(c);
+    return rc;
+}
+
+/* ---- tests ---- */
+
+TLS_TEST(round_trips_of_every_size)
+{
+    sm_tls_options st = server_tls();
+    if (!sm_tls_available()) {
+        sm_listener *l;
+        sm_options o = { .tls = &st };
+        cr_assert_eq(sm_listen_opts(&l, "127.0.0.1:0", &o), SM_ENOTLS);
+        cr_assert(strstr(sm_last_error(), "without OpenSSL"), "%s", sm_last_error());
+        return;
+    }
+    enum { MAX = 4 << 20 };
+    struct echo e;
+    echo_start(&e, &st, MAX);
+    sm_tls_options ct = { .ca_file = cert("ca.pem") };
+    sm_options o = {
+        .tls = &ct, .connect_timeout_ms = 5000, .recv_timeout_ms = 10000, .max_frame = MAX
+    };
+    char addr[64];
+    as_localhost(&e, addr, sizeof addr);
+    sm_conn *c;
+    cr_assert_eq(sm_connect_opts(&c, addr, &o), 0, "%s", sm_last_error());
+    const size_t sizes[] = { 0, 1, 64 * 1024, 1 << 20, MAX };
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
+        round_trip(c, sizes[i]);
+    sm_close(c);
+    echo_stop(&e);
+    cr_expect_eq(e.accept_rc, 0);
+}
+
+TLS_TEST(verification_is_on_and_names_the_reason)
+{
+    if (!sm_tls_available())
+        return;
+    struct {
+        const char *server, *key, *ca, *why;
+    } cases[] = {
+        { "server.pem", "server.key", "other-ca.pem", "wrong CA" },
+        { "wronghost.pem", "wronghost.key", "ca.pem", "wrong host name" },
+        { "expired.pem", "expired.key", "ca.pem", "expired" },
+        { "self.pem", "self.key", "ca.pem", "self-signed" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        sm_tls_options st = { .cert_file = cert(cases[i].server), .key_file = cert(cases[i].key) };
+        struct echo e;
+        echo_start(&e, &st, 0);
+        sm_tls_options ct = { .ca_file = cert(cases[i].ca) };
+        int rc = try_connect(e.addr, &ct);
+        cr_expect_eq(rc, SM_EVERIFY, "%s: %d %s", cases[i].why, rc, sm_last_error());
+        cr_expect(strstr(sm_last_error(), "certificate verify failed"), "%s: %s", cases[i].why,
+                  sm_last_error());
+        echo_stop(&e);
+    }
+}
+
+TLS_TEST(skipping_verification_happens_only_when_asked)
+{
+    if (!sm_tls_available())
+        return;
+    sm_tls_options st = { .cert_file = cert("self.pem"), .key_file = cert("self.key") };
+    struct echo e;
+    echo_start(&e, &st, 0);
+    sm_tls_options verify = { 0 }; /* the system store: it does not know our self-signed */
+    cr_expect_eq(try_connect(e.addr, &verify), SM_EVERIFY, "%s", sm_last_error());
+    echo_stop(&e);
+    echo_start(&e, &st, 0);
+    sm_tls_options skip = { .insecure_skip_verify = 1 };
+    cr_expect_eq(try_connect(e.addr, &skip), 0, "%s", sm_last_error());
+    echo_stop(&e);
+}
+
+TLS_TEST(mutual_tls_accepts_a_known_client_and_refuses_others)
+{
+    if (!sm_tls_available())
+        return;
+    sm_tls_options st = server_tls();
+    st.ca_file = cert("ca.pem");
+    st.require_client_cert = 1;
+    struct echo e;
+    echo_start(&e, &st, 0);
+    sm_tls_options with = { .ca_file = cert("ca.pem"),
+                            .cert_file = cert("client.pem"),
+                            .key_file = cert("client.key") };
+    cr_expect_eq(try_connect(e.addr, &with), 0, "%s", sm_last_error());
+    echo_stop(&e);
+    cr_expect(strstr(e.peer_cert, "CN=robot-3"), "the server sees who it is: '%s'", e.peer_cert);
+    echo_start(&e, &st, 0);
+    sm_tls_options without = { .ca_file = cert("ca.pem") };
+    int rc = try_connect(e.addr, &without);
+    cr_expect(rc == SM_ETLS || rc == SM_ECLOSED || rc == -ECONNRESET,
+              "no client certificate: refused (%d %s)", rc, sm_last_error());
+    echo_stop(&e);
+    cr_expect(e.accept_rc == SM_ETLS || e.accept_rc == SM_EVERIFY, "the server refused: %d",
+              e.accept_rc);
+}
+
+TLS_TEST(a_handshake_never_started_times_out)
+{
+    if (!sm_tls_available())
+        return;
+    sm_tls_options st = server_tls();
+    sm_options o = { .tls = &st, .accept_timeout_ms = 300 };
+    sm_listener *l;
+    cr_assert_eq(sm_listen_opts(&l, "127.0.0.1:0", &o), 0);
+    char addr[SM_ADDRSTRLEN];
+    sm_listener_addr(l, addr, sizeof addr);
+    sm_conn *plain; /* connects, then says nothing */
+    cr_assert_eq(sm_connect(&plain, addr), 0);
+    sm_conn *c = NULL;
+    int64_t start = now_ms();
+    cr_expect_eq(sm_accept(l, &c), SM_ETIMEDOUT, "%s", sm_last_error());
+    cr_expect_lt(now_ms() - start, 2000);
+    sm_close(plain);
+    sm_listener_close(l);
+}
+
+TLS_TEST(plain_and_tls_on_the_wrong_port_fail_cleanly)
+{
+    if (!sm_tls_available())
+        return;
+    /* A TLS client on a plain port. */
+    struct echo e;
+    echo_start(&e, NULL, 0);
+    sm_tls_options ct = { .ca_file = cert("ca.pem") };
+    int rc = try_connect(e.addr, &ct);
+    cr_expect(rc == SM_ETLS, "TLS client, plain server: %d %s", rc, sm_last_error());
+    echo_stop(&e);
+    /* A plain client on a TLS port. */
+    sm_tls_options st = server_tls();
+    echo_start(&e, &st, 0);
+    rc = try_connect(e.addr, NULL);
+    cr_expect(rc == SM_ECLOSED || rc == -ECONNRESET || rc == SM_ETOOBIG,
+              "plain client, TLS server: %d %s", rc, sm_last_error());
+    echo_stop(&e);
+    cr_expect_eq(e.accept_rc, SM_ETLS, "the server saw no TLS: %s", sm_strerror(e.accept_rc));
+}
+
+/* ---- the event server over TLS ---- */
+
+static void echo_message(sm_server *s, sm_conn_id id, const void *msg, size_t len, void *arg)
+{
+    (void)arg;
+    char subject[256];
+    if (len == 3 && memcmp(msg, "who", 3) == 0 &&
+        sm_server_peer_cert(s, id, subject, sizeof subject) > 0)
+        sm_server_send(s, id, subject, strlen(subject));
+    else
+        sm_server_send(s, id, msg, len);
+}
+
+static void *serve(void *arg)
+{
+    sm_server_run(arg);
+    return NULL;
+}
+
+/* Echo time for a fresh TLS client, handshake included. */
+static int64_t fresh_tls_echo(const char *addr)
+{
+    sm_tls_options ct = { .ca_file = cert("ca.pem") };
+    sm_options o = { .tls = &ct, .connect_timeout_ms = 5000, .recv_timeout_ms = 5000 };
+    int64_t start = now_ms();
+    sm_conn *c;
+    cr_assert_eq(sm_connect_opts(&c, addr, &o), 0, "%s", sm_last_error());
+    round_trip(c, 100);
+    sm_close(c);
+    return now_ms() - start;
+}
+
+TLS_TEST(server_offers_plain_and_tls_ports_and_shrugs_off_hostile_peers)
+{
+    if (!sm_tls_available()) {
+        sm_server *s;
+        cr_assert_eq(sm_server_new(&s, NULL, NULL, NULL), 0);
+        sm_tls_options st = server_tls();
+        cr_expect_eq(sm_server_listen_tls(s, "127.0.0.1:0", &st), SM_ENOTLS);
+        sm_server_free(s);
+        return;
+    }
+    sm_server_handlers h = { .on_message = echo_message };
+    sm_server *s;
+    cr_assert_eq(sm_server_new(&s, &h, NULL, NULL), 0);
+    sm_tls_options st = server_tls();
+    st.ca_file = cert("ca.pem");
+    st.handshake_timeout_ms = 500;
+    cr_assert_eq(sm_server_listen(s, "127.0.0.1:0"), 0);
+    cr_assert_eq(sm_server_listen_tls(s, "127.0.0.1:0", &st), 1, "%s", sm_last_error());
+    char plain[SM_ADDRSTRLEN], tls[SM_ADDRSTRLEN];
+    sm_server_addr(s, 0, plain, sizeof plain);
+    sm_server_addr(s, 1, tls, sizeof tls);
+    pthread_t t;
+    pthread_create(&t, NULL, serve, s);
+    /* Hostile peers on the TLS port: one says nothing, one sends garbage,
+     * one dribbles the start of a hello, one speaks plain frames. */
+    sm_conn *silent, *garbage, *dribble, *framed;
+    cr_assert_eq(sm_connect(&silent, tls), 0);
+    cr_assert_eq(sm_connect(&garbage, tls), 0);
+    cr_assert_eq(sm_connect(&dribble, tls), 0);
+    cr_assert_eq(sm_connect(&framed, tls), 0);
+    static const uint8_t junk[64] = { 0xde, 0xad, 0xbe, 0xef };
+    cr_assert_eq(send(sm_conn_fd(garbage), junk, sizeof junk, MSG_NOSIGNAL), (ssize_t)sizeof junk);
+    static const uint8_t hello_start[] = { 0x16, 0x03, 0x01, 0x02, 0x00, 0x01 };
+    cr_assert_eq(send(sm_conn_fd(dribble), hello_start, 1, MSG_NOSIGNAL), 1);
+    cr_assert_eq(sm_send(framed, "plain", 5), 0);
+    int64_t worst = 0;
+    for (int i = 0; i < 5; i++) {
+        int64_t t1 = fresh_tls_echo(tls);
+        if (t1 > worst)
+            worst = t1;
+    }
+    cr_expect_lt(worst, 500, "a fresh TLS client took %lld ms among hostile peers",
+                 (long long)worst);
+    /* The plain port still serves plain clients. */
+    sm_conn *c;
+    sm_options po = { .recv_timeout_ms = 5000 };
+    cr_assert_eq(sm_connect_opts(&c, plain, &po), 0);
+    round_trip(c, 10);
+    sm_close(c);
+    /* Mutual TLS is optional on this port; the subject is there when given. */
+    sm_tls_options mt = { .ca_file = cert("ca.pem"),
+                          .cert_file = cert("client.pem"),
+                          .key_file = cert("client.key") };
+    sm_options mo = { .tls = &mt, .recv_timeout_ms = 5000 };
+    cr_assert_eq(sm_connect_opts(&c, tls, &mo), 0, "%s", sm_last_error());
+    cr_assert_eq(sm_send(c, "who", 3), 0);
+    char subject[256] = "";
+    ssize_t n = sm_recv(c, subject, sizeof subject - 1);
+    cr_assert_gt(n, 0);
+    subject[n] = '\0';
+    cr_expect(strstr(subject, "CN=robot-3"), "handlers see the client's subject: '%s'", subject);
+    sm_close(c);
+    /* The silent and dribbling peers are closed after the handshake timeout. */
+    char b;
+    sm_options wait = { .recv_timeout_ms = 3000 };
+    sm_conn_set_options(silent, &wait);
+    sm_conn_set_options(dribble, &wait);
+    int64_t start = now_ms();
+    int rc = (int)sm_recv(silent, &b, 1);
+    cr_expect(rc == SM_ECLOSED || rc == -ECONNRESET, "the silent peer was closed: %d", rc);
+    cr_expect_lt(now_ms() - start, 2500);
+    rc = (int)sm_recv(dribble, &b, 1);
+    cr_expect(rc == SM_ECLOSED || rc == -ECONNRESET || rc == SM_ETRUNCATED,
+              "the dribbling peer was closed: %d", rc);
+    sm_server_stats stats;
+    sm_server_stop(s);
+    pthread_join(t, NULL);
+    sm_server_get_stats(s, &stats);
+    cr_expect_geq(stats.tls_failed, 4, "%llu handshakes failed",
+                  (unsigned long long)stats.tls_failed);
+    sm_close(silent);
+    sm_close(garbage);
+    sm_close(dribble);
+    sm_close(framed);
+    sm_server_free(s);
+}
