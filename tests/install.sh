@@ -1,8 +1,9 @@
 #!/bin/sh
 # Install test, run from the top directory by `make install-test`:
 # make install into a DESTDIR, check what landed, build a consumer with
-# pkg-config against the installed copy (shared and static) and run both,
-# check the exported symbols, then make uninstall and check nothing is left.
+# pkg-config and with CMake against the installed copy (shared and static)
+# and run them, check the exported symbols, then make uninstall and check
+# nothing is left.
 set -eu
 
 fail() { echo "install test: FAIL: $*" >&2; exit 1; }
@@ -122,10 +123,58 @@ out=$("$tmp/static") || fail "static consumer failed"
 [ "$out" = "$want" ] || fail "static consumer printed '$out', expected '$want'"
 if ldd "$tmp/static" >/dev/null 2>&1; then fail "static consumer is dynamically linked"; fi
 
+# ---- the same consumer, built with CMake against the installed copy ----
+# tests/cmake/CMakeLists.txt: find_package(sockmsg 0.1 REQUIRED) and
+# sockmsg::sockmsg, the DESTDIR copy given as CMAKE_PREFIX_PATH.  The
+# shared library by default, the static one with sockmsg_USE_STATIC_LIBS;
+# versions the version file must refuse (0.2 is newer, 1.0 another major).
+for f in lib/cmake/sockmsg/sockmsgConfig.cmake lib/cmake/sockmsg/sockmsgConfigVersion.cmake; do
+    [ -f "$root/$f" ] || fail "$prefix/$f not installed"
+done
+cmake_ok=yes
+if ! command -v cmake >/dev/null 2>&1; then
+    [ -z "${SM_REQUIRE_TOOLS:-}" ] || fail "cmake is not installed and SM_REQUIRE_TOOLS is set"
+    echo "install test: CMake consumer skipped: cmake is not installed (make deps installs it)"
+    cmake_ok=
+fi
+# cmake_consumer NAME CMAKE-ARGS...: configures and builds tests/cmake into
+# $tmp/NAME with consumer.c; returns non-zero (log in $tmp/NAME.log) if
+# either step fails.
+cmake_consumer() {
+    dir=$tmp/$1
+    shift
+    cmake -S tests/cmake -B "$dir" -DCMAKE_PREFIX_PATH="$root" -DSM_SOURCES="$tmp/consumer.c" \
+        -DSM_EXPECT_VERSION="$version" "$@" >"$dir.log" 2>&1 &&
+        cmake --build "$dir" >>"$dir.log" 2>&1
+}
+if [ -n "$cmake_ok" ]; then
+    cmake_consumer cmake-shared || { cat "$tmp/cmake-shared.log" >&2; fail "CMake consumer (shared) does not build"; }
+    found=$(sed -n 's/^sockmsg_DIR:PATH=//p' "$tmp/cmake-shared/CMakeCache.txt")
+    [ "$found" = "$root/lib/cmake/sockmsg" ] || fail "CMake found sockmsg in '$found', not $root/lib/cmake/sockmsg"
+    out=$(LD_LIBRARY_PATH="$root/lib" "$tmp/cmake-shared/consumer") || fail "CMake consumer (shared) failed"
+    [ "$out" = "$want" ] || fail "CMake consumer (shared) printed '$out', expected '$want'"
+    LD_LIBRARY_PATH="$root/lib" ldd "$tmp/cmake-shared/consumer" | grep -q "libsockmsg\.so\.$major => $root/lib/" ||
+        fail "CMake consumer (shared) did not load the installed libsockmsg.so.$major"
+
+    cmake_consumer cmake-static -Dsockmsg_USE_STATIC_LIBS=ON ||
+        { cat "$tmp/cmake-static.log" >&2; fail "CMake consumer (static) does not build"; }
+    out=$("$tmp/cmake-static/consumer") || fail "CMake consumer (static) failed"
+    [ "$out" = "$want" ] || fail "CMake consumer (static) printed '$out', expected '$want'"
+    ! readelf -d "$tmp/cmake-static/consumer" | grep -q 'NEEDED.*libsockmsg' ||
+        fail "CMake consumer (static) needs libsockmsg.so"
+
+    for v in $major.$(($(part MINOR) + 1)) $((major + 1)).0; do
+        ! cmake_consumer "cmake-refuse-$v" -DSM_FIND_VERSION="$v" ||
+            fail "find_package(sockmsg $v) accepted version $version"
+        grep -q 'compatible with requested version' "$tmp/cmake-refuse-$v.log" ||
+            { cat "$tmp/cmake-refuse-$v.log" >&2; fail "find_package(sockmsg $v) failed for another reason"; }
+    done
+fi
+
 # ---- uninstall ----
 make -s uninstall PREFIX=$prefix DESTDIR="$tmp" >"$tmp/make.log" 2>&1 ||
     { cat "$tmp/make.log" >&2; fail "make uninstall"; }
 left=$(find "$root" ! -type d)
 [ -z "$left" ] || fail "left after uninstall: $(words "$left")"
 
-echo "install test: ok (version $version, shared and static)"
+echo "install test: ok (version $version, shared and static, pkg-config${cmake_ok:+ and CMake})"

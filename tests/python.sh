@@ -1,20 +1,28 @@
 #!/bin/sh
-# The Python examples (examples/python: sockmsg.py, server.py, client.py)
-# against the C examples, each other and smcat.
+# The Python package (examples/python: sockmsg.py, with the examples
+# server.py and client.py) against the C examples, each other and smcat.
+# Everything runs against sockmsg as pip installs it, never the source
+# folder: `pip install ./examples/python` into a fresh virtual environment
+# (no package index needed: the build backend is in the tree), and the
+# programs run with `python -I`, so the sockmsg.py beside them is not seen.
 #
 #   sh tests/python.sh BUILD_DIR       (make check passes it; needs
 #                                       BUILD_DIR/examples/{server,client,echo-server})
 #
+# 0. the install: sockmsg imported from the environment's site-packages,
+#    identical to examples/python/sockmsg.py, with libsockmsg's version;
+#    the backend's TOML reader (for Pythons before 3.11) reads
+#    pyproject.toml as tomllib does; the sdist it builds installs too
 # 1. client.py against the C server (examples/server.c)
 # 2. the C client (examples/client.c) against server.py
 # 3. client.py against server.py; each client must print exactly "TEST\n"
-# 4. sockmsg.py against the C echo-server: messages of 0, 1, 4, ... 65537,
+# 4. sockmsg against the C echo-server: messages of 0, 1, 4, ... 65537,
 #    70000 bytes and 1 MiB, each echo checked byte for byte, then three
 #    messages in one write, which must come back as three messages
 # 4b. the asyncio API (read_msg, write_msg) against the C echo-server as
 #    in 4, its errors on a socket pair as in 5, and a read_msg cancelled by
 #    asyncio.wait_for in mid-message, which the next call resumes
-# 5. sockmsg.py's error handling on a socket pair: clean close (None),
+# 5. sockmsg's error handling on a socket pair: clean close (None),
 #    truncated header and payload, a header over max_len (exactly max_len
 #    passes)
 # 5b. a socket timeout in mid-header and mid-payload loses nothing: the
@@ -60,6 +68,69 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 1' HUP INT TERM
+
+# 0. pip install ./examples/python into a fresh environment.  It is made
+# without pip (that is quick) and python3's own pip installs into it; a pip
+# older than --python (22.3) gets environments with a pip of their own.
+# pip_install ENV ARGS...: pip install ARGS into the environment ENV.
+if python3 -m pip help install 2>/dev/null | grep -q -- '--python '; then
+    venv_opts=--without-pip
+    pip_install() {
+        env=$1
+        shift
+        timeout 120 python3 -m pip --python "$env/bin/python" install --no-index \
+            --disable-pip-version-check --quiet "$@"
+    }
+else
+    venv_opts=
+    pip_install() {
+        env=$1
+        shift
+        timeout 120 "$env/bin/python" -m pip install --no-index --disable-pip-version-check --quiet "$@"
+    }
+fi
+venv=$tmp/venv
+# shellcheck disable=SC2086
+timeout 120 python3 -m venv $venv_opts "$venv" || fail "python3 -m venv (Debian: apt-get install python3-venv)"
+pip_install "$venv" "./$py" >"$tmp/pip.log" 2>&1 || { cat "$tmp/pip.log" >&2; fail "pip install ./$py"; }
+PY=$venv/bin/python
+part() { sed -n "s/^#define SM_VERSION_$1 \([0-9][0-9]*\).*/\1/p" include/sockmsg/sockmsg.h; }
+version=$(part MAJOR).$(part MINOR).$(part PATCH)
+timeout "$limit" "$PY" -I - "$venv" "$version" "$(pwd)/$py" "$tmp/sdist" >"$tmp/install.out" 2>"$tmp/install.err" <<'EOF' ||
+import filecmp, importlib.metadata, os, sys
+sys.dont_write_bytecode = True  # -I ignores PYTHONDONTWRITEBYTECODE: no __pycache__ in the tree
+venv, version, source, sdist = sys.argv[1:5]
+import sockmsg
+where = os.path.realpath(sockmsg.__file__)
+if not where.startswith(os.path.realpath(venv) + os.sep):
+    sys.exit("sockmsg was imported from %s, not from the environment %s" % (where, venv))
+if not filecmp.cmp(where, os.path.join(source, "sockmsg.py"), shallow=False):
+    sys.exit("the installed %s differs from examples/python/sockmsg.py" % where)
+got = importlib.metadata.version("sockmsg")
+if got != version:
+    sys.exit("the package's version is %s, libsockmsg's (sockmsg.h) %s" % (got, version))
+sys.path.insert(0, os.path.join(source, "backend"))
+import sockmsg_backend
+with open(os.path.join(source, "pyproject.toml"), encoding="utf-8") as f:
+    text = f.read()
+try:
+    import tomllib
+except ImportError:
+    tomllib = None
+if tomllib and sockmsg_backend.parse_project_table(text) != tomllib.loads(text)["project"]:
+    sys.exit("the backend's TOML reader and tomllib read pyproject.toml differently")
+os.makedirs(sdist)
+print(os.path.join(sdist, sockmsg_backend.build_sdist(sdist)))
+EOF
+    { cat "$tmp/install.err" >&2; fail "the installed sockmsg package"; }
+# The sdist the backend makes installs as well, into a second environment.
+# shellcheck disable=SC2086
+timeout 120 python3 -m venv $venv_opts "$tmp/venv2" || fail "python3 -m venv"
+pip_install "$tmp/venv2" "$(cat "$tmp/install.out")" >"$tmp/pip2.log" 2>&1 ||
+    { cat "$tmp/pip2.log" >&2; fail "pip install of the sdist $(cat "$tmp/install.out")"; }
+[ "$("$tmp/venv2/bin/python" -I -c 'import importlib.metadata as m; print(m.version("sockmsg"))')" = "$version" ] ||
+    fail "the sdist did not install sockmsg $version"
+cases=1
 
 # start NAME COMMAND...: runs COMMAND in the background (stdout and stderr
 # to $tmp/NAME.out and .err), waits at most 10 s for its "listening on
@@ -118,21 +189,20 @@ client() {
     [ ! -s "$tmp/$name.err" ] || { cat "$tmp/$name.err" >&2; fail "$name wrote to stderr"; }
 }
 
-cases=0
 
 # 1-3. The tutorial's server and client, in every pairing but C with C.
 start "C server" "$ex/server" 127.0.0.1:0
-client "client.py (C server)" TEST python3 "$py/client.py" "$addr"
+client "client.py (C server)" TEST "$PY" -I "$py/client.py" "$addr"
 finish "C server"
 cases=$((cases + 1))
 
-start "server.py" python3 "$py/server.py" 127.0.0.1:0
+start "server.py" "$PY" -I "$py/server.py" 127.0.0.1:0
 client "C client (server.py)" TEST "$ex/client" "$addr"
 finish "server.py"
 cases=$((cases + 1))
 
-start "server.py" python3 "$py/server.py" 127.0.0.1:0
-client "client.py (server.py)" TEST python3 "$py/client.py" "$addr"
+start "server.py" "$PY" -I "$py/server.py" 127.0.0.1:0
+client "client.py (server.py)" TEST "$PY" -I "$py/client.py" "$addr"
 finish "server.py"
 cases=$((cases + 1))
 
@@ -141,9 +211,8 @@ cases=$((cases + 1))
 # messages in one write (the echoes must come back as three messages).
 # Prints "ok N".
 echo_check() {
-    timeout "$limit" python3 - "$py" "$2" >"$tmp/$1.out" 2>"$tmp/$1.err" <<'EOF' ||
+    timeout "$limit" "$PY" -I - "$2" >"$tmp/$1.out" 2>"$tmp/$1.err" <<'EOF' ||
 import sys
-sys.path.insert(0, sys.argv[1])
 import sockmsg
 
 def pattern(i, size):
@@ -153,7 +222,7 @@ def pattern(i, size):
     return (period * (size // 251 + 1))[:size]
 
 sizes = [0, 1, 4, 0, 100, 65535, 65536, 65537, 70000, 1 << 20]
-with sockmsg.connect(sys.argv[2], timeout=20) as s:
+with sockmsg.connect(sys.argv[1], timeout=20) as s:
     for i, size in enumerate(sizes):
         want = b"TEST" if size == 4 else pattern(i, size)
         sockmsg.send_msg(s, want)
@@ -184,9 +253,8 @@ cases=$((cases + 1))
 # same sizes as 4, three messages in one write; then, on a socket pair,
 # the errors and a read cancelled by asyncio.wait_for in mid-message.
 start "echo-server" "$ex/echo-server" 127.0.0.1:0
-timeout "$limit" python3 - "$py" "$addr" >"$tmp/asyncio.out" 2>"$tmp/asyncio.err" <<'EOF' ||
+timeout "$limit" "$PY" -I - "$addr" >"$tmp/asyncio.out" 2>"$tmp/asyncio.err" <<'EOF' ||
 import asyncio, socket, sys
-sys.path.insert(0, sys.argv[1])
 import sockmsg
 
 def pattern(i, size):
@@ -281,7 +349,7 @@ async def main(addr):
         pass
     print("ok")
 
-asyncio.run(main(sys.argv[2]))
+asyncio.run(main(sys.argv[1]))
 EOF
     { cat "$tmp/asyncio.err" >&2; fail "sockmsg.py asyncio API"; }
 [ ! -s "$tmp/asyncio.err" ] || { cat "$tmp/asyncio.err" >&2; fail "sockmsg.py asyncio API wrote to stderr"; }
@@ -290,9 +358,8 @@ finish "echo-server"
 cases=$((cases + 1))
 
 # 5. sockmsg.py's errors, on a socket pair: what arrives, what recv_msg says.
-timeout "$limit" python3 - "$py" >"$tmp/errors.out" 2>"$tmp/errors.err" <<'EOF' ||
+timeout "$limit" "$PY" -I - >"$tmp/errors.out" 2>"$tmp/errors.err" <<'EOF' ||
 import socket, sys
-sys.path.insert(0, sys.argv[1])
 import sockmsg
 
 def receive(data, **kw):
@@ -345,9 +412,8 @@ cases=$((cases + 1))
 # 5b. A timeout in the middle of a message loses nothing: recv_msg keeps
 # the bytes it read and the next call resumes.  connect(addr, timeout=T)
 # leaves T on the socket, as documented.
-timeout "$limit" python3 - "$py" >"$tmp/resume.out" 2>"$tmp/resume.err" <<'EOF' ||
+timeout "$limit" "$PY" -I - >"$tmp/resume.out" 2>"$tmp/resume.err" <<'EOF' ||
 import socket, sys
-sys.path.insert(0, sys.argv[1])
 import sockmsg
 
 payload = b"x" * 100000 + b"end"

@@ -12,7 +12,9 @@
 const test = require('node:test');
 const assert = require('node:assert');
 const path = require('path');
-const sockmsg = require(path.join(__dirname, '../../examples/node/sockmsg.js'));
+// tests/node.sh sets SOCKMSG_MODULE to the package npm installed; run by
+// hand without it, the tests take examples/node/sockmsg.js itself.
+const sockmsg = require(process.env.SOCKMSG_MODULE || path.join(__dirname, '../../examples/node/sockmsg.js'));
 
 const ADDR = process.env.SOCKMSG_ADDR;
 
