@@ -33,8 +33,8 @@ int sm__backoff_next(sm_backoff *b)
     int interval = b->next_ms;
     int half = interval / 2;
     int wait = half + (int)(next_random(b) % (uint64_t)(interval - half + 1));
-    if (wait < b->min_ms)
-        wait = b->min_ms;
+    if (wait < 1)
+        wait = 1;
     b->next_ms = interval > b->max_ms / 2 ? b->max_ms : interval * 2;
     return wait;
 }

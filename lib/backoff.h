@@ -14,8 +14,9 @@ typedef struct sm_backoff {
 /* Starts at min_ms (<= 0: 100) and grows to max_ms (<= 0: 5000). */
 void sm__backoff_init(sm_backoff *b, int min_ms, int max_ms);
 
-/* The next wait: uniform in [interval/2, interval], never below min_ms;
- * the interval then doubles, up to max_ms. */
+/* The next wait: uniform in [interval/2, interval], the first one too, so
+ * links that dropped together do not retry together; the interval then
+ * doubles, up to max_ms. */
 int sm__backoff_next(sm_backoff *b);
 
 /* A success: the next failure waits min_ms again. */

@@ -155,11 +155,13 @@ SM_API int sm_conn_adopt(sm_conn **out, int read_fd, int write_fd, const sm_opti
         return sm__error_set(-errno, "sm_conn_adopt: getsockname");
     if (opt.tls)
         return sm__error_set(SM_EINVAL, "sm_conn_adopt: TLS over an adopted descriptor");
-    rc = sm__conn_new(read_fd, reader ? ss.ss_family : AF_UNSPEC, &opt, NULL, out);
-    if (rc)
-        return rc;
-    (*out)->out_fd = write_fd;
-    (*out)->plain = !reader;
+    sm_conn *c = NULL;
+    rc = sm__conn_new(read_fd, reader ? ss.ss_family : AF_UNSPEC, &opt, NULL, &c);
+    if (rc || !c)
+        return rc ? rc : SM_ENOMEM;
+    c->out_fd = write_fd;
+    c->plain = !reader;
+    *out = c;
     return 0;
 }
 
@@ -304,15 +306,17 @@ SM_API int sm_connect_opts(sm_conn **out, const char *addr, const sm_options *op
             return rc;
         }
     }
-    rc = sm__conn_new(fd, family, &opt, tls, out);
-    if (rc) {
+    sm_conn *c = NULL;
+    rc = sm__conn_new(fd, family, &opt, tls, &c);
+    if (rc || !c) {
         sm__tls_free(tls);
         close(fd);
-        return rc;
+        return rc ? rc : SM_ENOMEM;
     }
-    (*out)->connecting = pending;
-    (*out)->handshaking = tls && opt.nonblocking;
-    (*out)->tls_want = POLLOUT;
+    c->connecting = pending;
+    c->handshaking = tls && opt.nonblocking;
+    c->tls_want = POLLOUT;
+    *out = c;
     return 0;
 }
 
@@ -393,11 +397,19 @@ SM_API int sm_connect_retry(sm_conn **out, const char *addr, const sm_options *o
     int64_t until = max_wait_ms ? sm__now_ms() + max_wait_ms : INT64_MAX;
     sm_backoff b;
     sm__backoff_init(&b, 0, 0);
+    sm_options o;
+    int rc = sm__options_resolve(&o, opts);
+    if (rc)
+        return rc;
     for (;;) {
-        int rc = sm_connect_opts(out, addr, opts);
+        /* Each try ends within what is left of max_wait_ms too. */
+        int64_t left = until - sm__now_ms();
+        if (max_wait_ms && (o.connect_timeout_ms == 0 || o.connect_timeout_ms > left))
+            o.connect_timeout_ms = left > 0 ? (int)left : 1;
+        rc = sm_connect_opts(out, addr, &o);
         if (!rc || !worth_retrying(rc))
             return rc;
-        int64_t left = until - sm__now_ms();
+        left = until - sm__now_ms();
         if (left <= 0)
             return rc; /* sm_last_error() still names the last try */
         int wait = sm__backoff_next(&b);
@@ -800,7 +812,8 @@ static int read_payload(sm_conn *c, uint8_t *dst, size_t len, int64_t deadline)
     int rc = fill(c, SM_HEADER_LEN + len, deadline);
     if (rc)
         return recv_fail(c, rc, 1, "payload");
-    memcpy(dst, c->rbuf + c->rpos + SM_HEADER_LEN, len);
+    if (len)
+        memcpy(dst, c->rbuf + c->rpos + SM_HEADER_LEN, len);
     consume(c, len);
     return 0;
 }

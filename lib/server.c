@@ -863,10 +863,10 @@ static size_t link_slot(sm_server *s)
         if (!s->links[i])
             return i;
     size_t len = s->links_len ? s->links_len * 2 : 16;
-    struct client **t = len <= ID_FD_MASK ? realloc(s->links, len * sizeof *t) : NULL;
+    struct client **t = len <= ID_FD_MASK ? realloc(s->links, len * sizeof(struct client *)) : NULL;
     if (!t)
         return SIZE_MAX;
-    memset(t + s->links_len, 0, (len - s->links_len) * sizeof *t);
+    memset(t + s->links_len, 0, (len - s->links_len) * sizeof(struct client *));
     s->links = t;
     size_t slot = s->links_len;
     s->links_len = len;
@@ -941,8 +941,12 @@ int sm__server_input(sm_server *s, sm_conn_id id, const uint8_t *data, size_t le
     if (!c || c->state != OPEN)
         return SM_ENOCONN;
     if (len == 0) {
+        /* A dialled link keeps its queue for the next connection: the peer
+         * that closed will not read it. */
         if (sm__decoder_in_frame(&c->decoder))
             client_free(s, c, SM_ETRUNCATED);
+        else if (c->dial)
+            client_free(s, c, SM_ECLOSED);
         else
             drain_and_close(s, c, SM_ECLOSED);
         return 0;
@@ -1437,7 +1441,8 @@ static int add_listener(sm_server *s, sm_bound *b, sm_tls_ctx *tls, const char *
     if (!list)
         return sm__error_set(SM_ENOMEM, "%s", what);
     s->listeners = list;
-    sm_tls_ctx **ctxs = realloc(s->listener_tls, (size_t)(s->listener_count + 1) * sizeof *ctxs);
+    sm_tls_ctx **ctxs =
+        realloc(s->listener_tls, (size_t)(s->listener_count + 1) * sizeof(sm_tls_ctx *));
     if (!ctxs)
         return sm__error_set(SM_ENOMEM, "%s", what);
     s->listener_tls = ctxs;
@@ -1593,7 +1598,7 @@ SM_API int sm_server_post(sm_server *s, sm_conn_id id, const void *msg, size_t l
     if (id == 0)
         return sm__error_set(SM_EINVAL, "sm_server_post: id 0 is never a connection");
     /* An id whose sequence was never handed out names no connection. */
-    if (id >> ID_FD_BITS >= atomic_load(&next_sequence))
+    if ((id & ~DIAL_KEY) >> ID_FD_BITS >= atomic_load(&next_sequence))
         return sm__error_set(SM_ENOCONN, "sm_server_post: connection %llu", (unsigned long long)id);
     if (SM_HEADER_LEN + len > s->opt.max_queue)
         return sm__error_set(SM_EFULL, "sm_server_post: %zu bytes can never fit max_queue", len);

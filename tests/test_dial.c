@@ -326,3 +326,68 @@ Test(dial, a_blocking_client_connects_once_the_server_is_there, .timeout = 30)
               (long long)(now_ms() - start));
     cr_expect_eq(sm_connect_retry(&c, "bad address", NULL, 300), SM_EADDR, "not retried");
 }
+
+/* ---- posts from other threads, and what a clean close keeps ---- */
+
+struct poster {
+    sm_server *s;
+    sm_conn_id id;
+    int rc;
+};
+
+static void *post_once(void *arg)
+{
+    struct poster *p = arg;
+    p->rc = sm_server_post(p->s, p->id, "posted", 6);
+    return NULL;
+}
+
+Test(dial, posts_reach_a_dialled_link, .timeout = 30)
+{
+    struct peer p = { 0 };
+    peer_start(&p, "127.0.0.1:0");
+    struct seen w = { 0 };
+    sm_server *s;
+    cr_assert_eq(sm_server_new(&s, &handlers, NULL, &w), 0);
+    sm_conn_id id;
+    cr_assert_eq(sm_server_connect(s, p.addr, NULL, &id), 0);
+    cr_assert_eq(run_until(s, &w.opens, 1, 5000), 1);
+    struct poster po = { s, id, 1 };
+    pthread_t t;
+    pthread_create(&t, NULL, post_once, &po);
+    pthread_join(t, NULL);
+    cr_expect_eq(po.rc, 0, "a dialled id is a connection: %s", sm_last_error());
+    cr_expect_eq(run_until(s, &w.messages, 1, 5000), 1, "the post went out and came back");
+    sm_server_free(s);
+    peer_stop(&p);
+}
+
+Test(dial, a_clean_close_keeps_what_was_queued, .timeout = 30)
+{
+    struct peer p = { 0 };
+    peer_start(&p, "127.0.0.1:0");
+    struct seen w = { 0 };
+    sm_server *s;
+    cr_assert_eq(sm_server_new(&s, &handlers, NULL, &w), 0);
+    sm_dial_options o = { .min_retry_ms = 50, .max_retry_ms = 100 };
+    sm_conn_id id;
+    cr_assert_eq(sm_server_connect(s, p.addr, &o, &id), 0);
+    cr_assert_eq(run_until(s, &w.opens, 1, 5000), 1);
+    char addr[SM_ADDRSTRLEN];
+    memcpy(addr, p.addr, sizeof addr);
+    /* Queued while up, not yet written (the loop has not run since), when
+     * the peer closes cleanly: none of it may go to the dead connection. */
+    for (uint32_t i = 0; i < 10; i++)
+        cr_assert_eq(sm_server_send(s, id, &i, sizeof i), 0);
+    peer_stop(&p);
+    cr_assert_eq(run_until(s, &w.closes, 1, 5000), 1);
+    memset(&p, 0, sizeof p);
+    peer_start(&p, addr);
+    int64_t until = now_ms() + 5000;
+    while (atomic_load(&p.got) < 10 && now_ms() < until)
+        sm_server_run_once(s, 20);
+    cr_expect_eq(atomic_load(&p.got), 10, "all ten reached the peer once it was back");
+    cr_expect_eq(atomic_load(&p.ordered), 1);
+    sm_server_free(s);
+    peer_stop(&p);
+}
