@@ -227,8 +227,16 @@ $(UNIT): $(TEST_OBJ) $(STATIC)
 
 # The Criterion run comes last so its summary is the closing line.
 # CHECK_FILTER='threads/*' runs a subset (used for ThreadSanitizer).
+# In `make deps check`, make looked for OpenSSL, the AVR toolchain and the
+# rest when it read this file, before deps installed them: so check runs
+# in a fresh make once deps is done.
+ifneq ($(filter deps,$(MAKECMDGOALS)),)
+check: deps
+	$(MAKE) check
+else
 check: all $(UNIT) $(if $(SANITIZE)$(CHECK_FILTER),,install-test script-tests)
 	TSAN_OPTIONS=halt_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp $(UNIT) -j2 $(if $(CHECK_FILTER),--filter='$(CHECK_FILTER)')
+endif
 
 # The examples' end-to-end tests with every example under valgrind memcheck.
 check-valgrind: all $(UNIT)
