@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,7 +80,9 @@ int bench_check(const uint8_t *msg, ssize_t len, size_t size, uint64_t seq, int 
 
 void bench_ready(int port)
 {
-    if (write(ready_pipe, &port, sizeof port) != sizeof port)
+    struct bench_ready_msg m = { .port = port, .at = bench_now() };
+    /* Less than PIPE_BUF: written whole. */
+    if (write(ready_pipe, &m, sizeof m) != sizeof m)
         bench_die("ready", strerror(errno));
 }
 
@@ -463,34 +466,66 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: bench-%s lat SIZE COUNT | thr SIZE COUNT [more] | server CONNS ROUNDS |\n"
-            "       conn CONNS ECHOES [raw]\n",
+            "       conn CONNS ECHOES [raw] | links CONNS ROUNDS dialled|accepted |\n"
+            "       reconnect PAUSE_MS TIMES\n",
             t_name);
     exit(2);
 }
 
-/* Starts the server side in a child; returns its pid and port. */
-static pid_t start_server(int (*serve)(long, long), long a, long b, int *port)
+pid_t bench_spawn(int (*serve)(long, long), long a, long b, int *ready)
 {
     int fds[2];
     if (pipe(fds) < 0)
         bench_die("pipe", strerror(errno));
     fflush(stdout);
+    fflush(stderr);
     pid_t pid = fork();
     if (pid < 0)
         bench_die("fork", strerror(errno));
     if (pid == 0) {
+        /* Nothing of the parent's (its server, its links) stays open in
+         * the child: the pipe's end becomes descriptor 3, the rest go. */
         close(fds[0]);
-        ready_pipe = fds[1];
+        if (fds[1] != 3 && (dup2(fds[1], 3) < 0 || close(fds[1]) < 0))
+            _exit(1);
+        ready_pipe = 3;
+        close_range(4, ~0u, 0);
         _exit(serve(a, b) == 0 ? 0 : 1);
     }
     close(fds[1]);
-    ssize_t n = read(fds[0], port, sizeof *port);
-    close(fds[0]);
-    if (n != sizeof *port) {
+    *ready = fds[0];
+    return pid;
+}
+
+int bench_wait_ready(int ready, double timeout_s, struct bench_ready_msg *m)
+{
+    struct pollfd p = { .fd = ready, .events = POLLIN };
+    double until = bench_now() + timeout_s;
+    ssize_t n = -1;
+    for (;;) {
+        double left = until - bench_now();
+        int rc = left > 0 ? poll(&p, 1, (int)(left * 1e3) + 1) : 0;
+        if (rc > 0)
+            n = read(ready, m, sizeof *m);
+        if (rc >= 0 || errno != EINTR)
+            break;
+    }
+    close(ready);
+    return n == sizeof *m ? 0 : -1;
+}
+
+/* Starts the server side in a child; returns its pid and port. */
+static pid_t start_server(int (*serve)(long, long), long a, long b, int *port)
+{
+    int ready;
+    struct bench_ready_msg m;
+    pid_t pid = bench_spawn(serve, a, b, &ready);
+    if (bench_wait_ready(ready, 60, &m) < 0) {
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         bench_die("server", "did not start");
     }
+    *port = m.port;
     return pid;
 }
 
@@ -509,15 +544,99 @@ static int serve_echo(long a, long b)
     return t_echo_server();
 }
 
-/* 0 when the child ended well: by itself with 0, or by our SIGTERM. */
-static int reap(pid_t pid, int terminated)
+/* 0 when the child ended well: by itself with 0, or by our signal sig
+ * (SIGTERM when terminated says we sent it). */
+static int reap_sig(pid_t pid, int sig)
 {
     int status;
-    if (waitpid(pid, &status, 0) < 0)
-        return -1;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return -1;
     if (WIFEXITED(status))
         return WEXITSTATUS(status) == 0 ? 0 : -1;
-    return terminated && WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM ? 0 : -1;
+    return sig && WIFSIGNALED(status) && WTERMSIG(status) == sig ? 0 : -1;
+}
+
+static int reap(pid_t pid, int terminated)
+{
+    return reap_sig(pid, terminated ? SIGTERM : 0);
+}
+
+int bench_end(pid_t pid, int sig)
+{
+    if (kill(pid, sig) < 0)
+        return -1;
+    return reap_sig(pid, sig);
+}
+
+/* ---- links: echo over dialled or accepted links of one sm_server ---- */
+
+static int links_run(int conns, int rounds, int dialled)
+{
+    struct bench_links_result r = { 0 };
+    int rc = t_links(conns, rounds, dialled, &r);
+    if (rc == BENCH_UNSUPPORTED)
+        return rc;
+    if (rc < 0) {
+        fprintf(stderr, "bench-%s: links workload (%s) failed\n", t_name,
+                dialled ? "dialled" : "accepted");
+        return -1;
+    }
+    printf("transport=%s workload=links side=%s conns=%d rounds=%d open_ms=%.2f "
+           "trips_per_s=%.0f\n",
+           t_name, dialled ? "dialled" : "accepted", conns, rounds, r.open_ms, r.trips_per_s);
+    return 0;
+}
+
+/* ---- reconnect: a dialled link's echo server killed and restarted ---- */
+
+static double median_of(const double *v, int n)
+{
+    double *c = malloc((size_t)n * sizeof *c), m;
+    if (!c)
+        bench_die("median", "out of memory");
+    memcpy(c, v, (size_t)n * sizeof *c);
+    qsort(c, (size_t)n, sizeof *c, compare_double);
+    m = n % 2 ? c[n / 2] : (c[n / 2 - 1] + c[n / 2]) / 2;
+    free(c);
+    return m;
+}
+
+static void print_list(const char *key, const double *v, int n)
+{
+    printf(" %s=", key);
+    for (int i = 0; i < n; i++)
+        printf("%s%.3f", i ? "," : "", v[i]);
+}
+
+static int reconnect_run(int pause_ms, int times)
+{
+    double *v = calloc((size_t)times * 4, sizeof *v);
+    if (!v)
+        bench_die("reconnect", "out of memory");
+    struct bench_reconnect_result r = { v, v + times, v + 2 * times };
+    double *over = v + 3 * times, over_max = -1e9;
+    int rc = t_reconnect(pause_ms, times, &r);
+    if (rc == 0) {
+        for (int i = 0; i < times; i++) {
+            over[i] = r.reconnect_ms[i] - r.wait_ms[i];
+            over_max = over[i] > over_max ? over[i] : over_max;
+        }
+        /* The medians, then every restart's figures, in order. */
+        printf("transport=%s workload=reconnect pause_ms=%d times=%d reconnect_ms=%.3f "
+               "wait_ms=%.1f over_ms=%.3f over_max_ms=%.3f late_ms=%.3f",
+               t_name, pause_ms, times, median_of(r.reconnect_ms, times),
+               median_of(r.wait_ms, times), median_of(over, times), over_max,
+               median_of(r.late_ms, times));
+        print_list("reconnect_all", r.reconnect_ms, times);
+        print_list("wait_all", r.wait_ms, times);
+        print_list("late_all", r.late_ms, times);
+        printf("\n");
+    } else if (rc != BENCH_UNSUPPORTED) {
+        fprintf(stderr, "bench-%s: reconnect workload failed\n", t_name);
+    }
+    free(v);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -538,6 +657,19 @@ int main(int argc, char **argv)
     }
     int port, rc, terminated = 0;
     pid_t pid;
+    /* These two start and end their children themselves. */
+    int links = strcmp(workload, "links") == 0 && a > 0 && a <= 100000 && b > 0 && argc > 4 &&
+                (strcmp(argv[4], "dialled") == 0 || strcmp(argv[4], "accepted") == 0);
+    int reconnect = strcmp(workload, "reconnect") == 0 && a > 0 && a <= 60000 && b > 0 && b <= 1000;
+    if (links || reconnect) {
+        if (links && fd_limit(a + 64) < 0)
+            bench_die("links", "too few file descriptors");
+        rc = links ? links_run((int)a, (int)b, strcmp(argv[4], "dialled") == 0)
+                   : reconnect_run((int)a, (int)b);
+        if (rc == BENCH_UNSUPPORTED)
+            printf("transport=%s workload=%s unsupported=1\n", t_name, workload);
+        return rc == 0 || rc == BENCH_UNSUPPORTED ? rc : 1;
+    }
     if (strcmp(workload, "lat") == 0 && a >= SEQ_LEN && b > 0) {
         long warm = b < 1000 ? b : 1000;
         pid = start_server(serve_lat, a, warm + b, &port);

@@ -11,6 +11,12 @@
  *         once (non-blocking connects) to the transport's echo server, then
  *         ECHOES round trips on each; "raw": by the hand-written epoll
  *         client instead of the transport's own
+ *     bench-<transport> links CONNS ROUNDS dialled|accepted   echo over
+ *         CONNS links of one sm_server that it dialled (sm_server_connect)
+ *         or accepted; only sockmsg has dialled links
+ *     bench-<transport> reconnect PAUSE_MS TIMES   a dialled link whose
+ *         echo server is killed and, PAUSE_MS later, restarted on its port,
+ *         TIMES times: from listening again to the first echo back
  *
  * The server side runs in a child process, on 127.0.0.1 and a port the
  * kernel picks.  Output is one line of key=value pairs; the exit status is
@@ -69,13 +75,56 @@ struct bench_conn_result {
 };
 int t_conn_clients(int port, int conns, int echoes, int raw, struct bench_conn_result *r);
 
+/* The links workload (sockmsg only; the others return BENCH_UNSUPPORTED):
+ * one sm_server (this process) keeps one BENCH_ECHO_SIZE message in flight
+ * on each of conns links to an sm_server echo server (a child process),
+ * sending again on each echo, for `rounds` round trips each after one
+ * untimed round.  dialled != 0: the links are its own sm_server_connect
+ * links to the echo server's listener; 0: it listens and accepts them, and
+ * the echo server makes them (connect(), then sm_server_adopt, which
+ * serves a socket as if accepted), so the echo server's side is an
+ * accepted-like connection either way and only the measured side differs. */
+struct bench_links_result {
+    double open_ms;     /* until every link was up (on_open) */
+    double trips_per_s; /* round trips per second, every link busy */
+};
+int t_links(int conns, int rounds, int dialled, struct bench_links_result *r);
+
+/* The reconnect workload (sockmsg only): a link dialled by sm_server_connect
+ * (default backoff) to an echo server in a child; `times` times, the child
+ * is killed (SIGKILL) and, pause_ms after, a new one listens on the same
+ * port; an echo queued while the link was down is timed.  Per restart i: */
+struct bench_reconnect_result {
+    double *reconnect_ms; /* the new listener listening -> the echo back */
+    double *wait_ms;      /* on_retry's delay_ms for the wait the try that
+                           * connected ended: the backoff current then */
+    double *late_ms;      /* that try's scheduled time -> the echo back */
+};
+int t_reconnect(int pause_ms, int times, struct bench_reconnect_result *r);
+
 /* ---- supplied by bench.c ---- */
 
 /* Set for the "more" variant of thr: the sender says more follow. */
 extern int bench_more;
 
-/* Tells the parent which port the server (child) listens on. */
+/* Tells the parent which port the server (child) listens on, and when
+ * (bench_now() at the call): call it right after listening. */
 void bench_ready(int port);
+/* What bench_ready sends. */
+struct bench_ready_msg {
+    int port;
+    double at;
+};
+/* Runs serve(a, b) in a child process with every descriptor closed but
+ * stdin, stdout, stderr and the end of a pipe that bench_ready writes; the
+ * read end goes to *ready.  Returns the child's pid; dies on failure. */
+pid_t bench_spawn(int (*serve)(long, long), long a, long b, int *ready);
+/* Reads the child's bench_ready from ready (then closes it), waiting at
+ * most timeout_s; 0, or -1 when the child did not report. */
+int bench_wait_ready(int ready, double timeout_s, struct bench_ready_msg *m);
+/* Sends sig to the child and reaps it: 0 when it exited with 0 or was
+ * ended by sig. */
+int bench_end(pid_t pid, int sig);
 /* Message seq of size bytes: seq in the first 8 bytes, then a fixed pattern. */
 void bench_fill(uint8_t *msg, size_t size, uint64_t seq);
 /* 0 when msg is message seq of size bytes; full also checks the pattern. */

@@ -71,6 +71,19 @@ SCALE = {"M msg/s": 1e-6, "GB/s": 1e-3, "k trips/s": 1e-3, "µs": 1, "KiB": 1, "
 # its client side holds at most about 9,900, so its row uses 5,000.
 CONNS_FOR = {"zmq": 5000}
 
+# Peers that come and go: sockmsg's dialled links (sm_server_connect).  No
+# other transport's server dials, so these are rows of their own, run by
+# bench-sockmsg in every repetition after the table's rows.
+#   links N ROUNDS dialled|accepted: echo over N links of one sm_server,
+#     dialled by it or accepted by it (both sides in each repetition, the
+#     order alternating); ROUNDS measured round trips on each
+#   reconnect PAUSE_MS TIMES: the echo server behind a dialled link killed
+#     and, PAUSE_MS later, restarted on its port, TIMES times per run
+LINKS = {"full": (1000, 200), "quick": (250, 20)}
+RECONNECT = {"full": (1000, 5), "quick": (300, 3)}
+LINKS_TARGET = 0.9      # dialled ≥ 0.9× accepted, round trips/s
+RECONNECT_SLACK_MS = 10  # reconnect ≤ the current backoff wait + 10 ms
+
 TARGETS = [
     # (text, row, column, against, "le"/"ge", bound); time ratios for lat
     ("RTT 64 B ≤ 1.05× raw-naive", "lat64", "sockmsg", ["raw-naive"], "le", 1.05),
@@ -159,11 +172,43 @@ def version_of(cmd):
         return "?"
 
 
+def collect_peers(build, rep, reps, quick, peers, status, log):
+    """One repetition of the dialled-link runs: peers["links"] gets a
+    {side: (trips_per_s, open_ms)} per repetition, peers["reconnect"] a
+    (reconnect_ms, wait_ms, late_ms) per restart."""
+    prog = os.path.join(build, "bench", "bench-sockmsg")
+    n, rounds = LINKS["quick" if quick else "full"]
+    figures = {}
+    for side in ("dialled", "accepted") if rep % 2 == 0 else ("accepted", "dialled"):
+        if status.get(("links", side)):
+            continue
+        st, f = run_one(prog, ["links", str(n), str(rounds), side], 300)
+        log(f"rep {rep + 1}/{reps} links  {side:13} {st} {f.get('trips_per_s', '')}")
+        if st != "ok":
+            status[("links", side)] = st
+            continue
+        figures[side] = (float(f["trips_per_s"]), float(f["open_ms"]))
+    peers["links"].append(figures)
+    pause, times = RECONNECT["quick" if quick else "full"]
+    if status.get(("reconnect", "sockmsg")):
+        return
+    st, f = run_one(prog, ["reconnect", str(pause), str(times)], 300)
+    log(f"rep {rep + 1}/{reps} reconnect sockmsg {st} {f.get('reconnect_ms', '')} ms "
+        f"(wait {f.get('wait_ms', '')} ms)")
+    if st != "ok":
+        status[("reconnect", "sockmsg")] = st
+        return
+    lists = [[float(x) for x in f[k].split(",")] for k in ("reconnect_all", "wait_all", "late_all")]
+    peers["reconnect"].extend(zip(*lists))
+
+
 def collect(build, programs, reps, quick, log):
     """results[row][column] = list of per-repetition figures; status[(row,
-    column)] = why a cell has none.  programs: those built and selected."""
+    column)] = why a cell has none; peers: the dialled-link runs
+    (collect_peers).  programs: those built and selected."""
     results = {row[0]: {c: [] for c, _, _ in COLUMNS} for row in ROWS}
     status = {}
+    peers = {"links": [], "reconnect": []}
     for rep in range(reps):
         for row in ROWS:
             key, figure = row[0], row[4]
@@ -185,7 +230,9 @@ def collect(build, programs, reps, quick, log):
                     status[(key, name)] = st
                     continue
                 results[key][name].append(float(fields[figure]))
-    return results, status
+        if "sockmsg" in programs:
+            collect_peers(build, rep, reps, quick, peers, status, log)
+    return results, status, peers
 
 
 def fmt(v, unit):
@@ -266,6 +313,81 @@ def target_table(results, quick):
     return "\n".join(lines)
 
 
+def med_range(values, f=lambda v: f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"):
+    """median (min–max) of values."""
+    med, dash = f(statistics.median(values)), " to " if min(values) < 0 else "–"
+    return med + (f" ({f(min(values))}{dash}{f(max(values))})" if len(values) > 1 else "")
+
+
+def peers_section(peers, status, progs, quick):
+    """The dialled-link figures and their targets, as Markdown."""
+    n = LINKS["quick" if quick else "full"][0]
+    pause, times = RECONNECT["quick" if quick else "full"]
+    why = ("not run" if "sockmsg" in progs[1] else "not installed") \
+        if "sockmsg" not in progs[0] else "—"
+
+    def state(key, side):
+        st = status.get((key, side))
+        return {"failed": "FAILED", "timed out": "TIMED OUT", "unsupported": "n/a"}.get(st, why)
+
+    rows, targets = [], []
+    for side in ("dialled", "accepted"):
+        v = [p[side][0] for p in peers["links"] if side in p]
+        rows.append(f"| {n:,} {side} links echoing (k trips/s) | "
+                    f"{med_range([x / 1e3 for x in v]) if v else state('links', side)} |")
+    ratios = [p["dialled"][0] / p["accepted"][0] for p in peers["links"]
+              if "dialled" in p and "accepted" in p and p["accepted"][0] > 0]
+    rows.append("| dialled / accepted, in the same repetition | " +
+                (med_range(ratios, lambda v: f"{v:.2f}×") if ratios else "—") + " |")
+    opened = [p["dialled"][1] for p in peers["links"] if "dialled" in p]
+    rows.append(f"| {n:,} dialled links up, from the first `sm_server_connect` (ms) | "
+                f"{med_range(opened) if opened else state('links', 'dialled')} |")
+    rc = peers["reconnect"]
+    if rc:
+        over = [r - w for r, w, _ in rc]
+        rows += [
+            "| reconnect: listening again → first echo back (ms) | "
+            f"{med_range([r for r, _, _ in rc])} |",
+            "| the backoff wait current then, `on_retry`'s `delay_ms` (ms) | "
+            f"{med_range([w for _, w, _ in rc])} |",
+            f"| reconnect − that wait (ms) | {med_range(over, lambda v: f'{v:.1f}')} |",
+            "| that try's scheduled time → first echo back (ms) | "
+            f"{med_range([x for _, _, x in rc], lambda v: f'{v:.2f}')} |",
+        ]
+    else:
+        rows.append(f"| reconnect: listening again → first echo back (ms) | "
+                    f"{state('reconnect', 'sockmsg')} |")
+    if ratios:
+        med = statistics.median(ratios)
+        targets.append(f"| {n:,} links: dialled ≥ {LINKS_TARGET}× accepted, round trips/s | "
+                       f"{med:.2f}× | {'yes' if med >= LINKS_TARGET else 'NO'} |")
+    else:
+        targets.append(f"| {n:,} links: dialled ≥ {LINKS_TARGET}× accepted | not measured | — |")
+    if rc:
+        worst = max(over)
+        targets.append(f"| reconnect ≤ the current backoff wait + {RECONNECT_SLACK_MS} ms, "
+                       f"every restart | worst {worst:+.1f} ms over {len(rc)} restarts "
+                       f"(median {statistics.median(over):+.1f}) | "
+                       f"{'yes' if worst <= RECONNECT_SLACK_MS else 'NO'} |")
+    else:
+        targets.append(f"| reconnect ≤ the current backoff wait + {RECONNECT_SLACK_MS} ms | "
+                       "not measured | — |")
+    return f"""## Peers that come and go: sockmsg's dialled links
+
+{n:,} links, {LINKS['quick' if quick else 'full'][1]} measured round trips on each;
+reconnect: {times} restarts per repetition, each {pause:,} ms after the kill.
+Medians (min–max) over repetitions; the reconnect rows over every restart
+of every repetition.
+
+| | sockmsg |
+|---|---:|
+""" + "\n".join(rows) + """
+
+| target | measured | met |
+|---|---:|---|
+""" + "\n".join(targets)
+
+
 def chart(results, path, date):
     """Grouped bars of speed relative to raw-buffered, log scale."""
     names = [c for c, _, _ in COLUMNS if any(results[r[0]][c] for r in ROWS)]
@@ -307,6 +429,8 @@ plot {plots}
 def notes(quick):
     """What each column is, precisely: the text of the results file."""
     n = f"{row_size(next(r for r in ROWS if r[0] == 'connect'), quick):,}"
+    links, rounds = LINKS["quick" if quick else "full"]
+    pause, times = RECONNECT["quick" if quick else "full"]
     return f"""- Every message is checked (sequence number in each, whole payload on a
   sample and on the last); a mismatch fails the run.  Client and server are
   separate processes on 127.0.0.1; messages are framed with a 4-byte
@@ -347,7 +471,45 @@ def notes(quick):
   `nonblocking = 1` for all {n}, EPOLLOUT; when writable,
   `sm_conn_connected` then `sm_send`; then `sm_recv` on the events
   `sm_conn_events` names.  Timed from the first socket to the last echo
-  (each checked whole); closing is not timed.  Other columns: n/a."""
+  (each checked whole); closing is not timed.  Other columns: n/a.
+- Dialled links (sockmsg only; no other transport's server dials):
+  echo over {links:,} links, dialled against accepted.  Both sides are
+  `sm_server`s in separate processes, with the same handlers whichever
+  side made a link.  The measuring one (bench-sockmsg) keeps one 64-byte
+  message in flight per link, sending the next from `on_message` when the
+  echo comes (each checked whole), and is timed over {rounds} round trips
+  on every link after one untimed one; the other echoes every message
+  (`sm_server_send` from `on_message`).  Dialled: the measuring server
+  dials every link with `sm_server_connect` (default options) to the echo
+  server's listener, which accepts them.  Accepted: the measuring server
+  listens and accepts; the echo server makes the links with blocking
+  `connect()` and serves each with `sm_server_adopt`, which the library
+  handles as an accepted connection.  So the echo server's side is an
+  accepted connection either way and only the measuring side's links
+  differ.  Both are run in every repetition, the order alternating; the
+  ratio is dialled over accepted in the same repetition.  (The same echo
+  server driven by hand-written epoll clients is the sockmsg cell of the
+  1,000 clients row.)  The "links up"
+  time runs from the first `sm_server_connect` to the last `on_open`.
+- Reconnect (sockmsg only): one link dialled by `sm_server_connect` with
+  the default backoff (100 ms doubling to 5 s, each wait a random part
+  between half and all of the interval) to an echo server in a child.
+  {times} times per repetition: the child is killed (SIGKILL, by pid); once
+  `on_close` reports the drop, an echo request is queued on the link
+  (`sm_server_send` while it is down); {pause:,} ms after the kill a new
+  child listens on the same port and reports when `sm_server_listen`
+  returned (CLOCK_MONOTONIC, which both processes share).  Reconnect time:
+  from then to the queued request's echo arriving in `on_message`.  The
+  wait current then is the `delay_ms` of the last `on_retry` before the
+  link came up (the wait whose end started the try that connected); it is
+  at most the backoff interval, so "reconnect ≤ wait + 10 ms" is the
+  stricter form of the target.  (The first wait after a drop has no
+  `on_retry`, which reports failed tries only: the pause is long enough
+  for at least one failed try, and a restart without one fails the run.)
+  "Scheduled time → echo" is the echo's
+  arrival after that `on_retry` plus its `delay_ms`: the library's own
+  part (timer lateness, the connect, the queued send, the echo), to about
+  1 ms, as the library's timers count whole milliseconds."""
 
 
 def main():
@@ -369,8 +531,8 @@ def main():
     reps = 1 if args.quick else max(args.reps, 3)
     date = datetime.date.today().isoformat()
     start = datetime.datetime.now()
-    results, status = collect(args.build, progs[0], reps, args.quick,
-                              lambda s: print(s, flush=True))
+    results, status, peers = collect(args.build, progs[0], reps, args.quick,
+                                     lambda s: print(s, flush=True))
     absolute, ratios = tables(results, status, progs, args.quick)
     minutes = (datetime.datetime.now() - start).total_seconds() / 60
     zmq = version_of(["pkg-config", "--modversion", "libzmq"])
@@ -401,6 +563,8 @@ Ratios of the figures themselves (times for RTT, rates otherwise), per
 repetition against the best named competitor, median over repetitions.
 
 {target_table(results, args.quick)}
+
+{peers_section(peers, status, progs, args.quick)}
 """
     if args.quick:
         out = os.path.join(args.build, f"bench-quick-{date}.md")

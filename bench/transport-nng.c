@@ -199,3 +199,16 @@ int t_conn_clients(int port, int conns, int echoes, int raw, struct bench_conn_r
     (void)port, (void)conns, (void)echoes, (void)raw, (void)r;
     return BENCH_UNSUPPORTED;
 }
+
+/* Links its server dials, and their reconnects, are sockmsg's alone. */
+int t_links(int conns, int rounds, int dialled, struct bench_links_result *r)
+{
+    (void)conns, (void)rounds, (void)dialled, (void)r;
+    return BENCH_UNSUPPORTED;
+}
+
+int t_reconnect(int pause_ms, int times, struct bench_reconnect_result *r)
+{
+    (void)pause_ms, (void)times, (void)r;
+    return BENCH_UNSUPPORTED;
+}

@@ -1,16 +1,22 @@
 /* sockmsg: the library's blocking API for lat and thr, sm_server for the
  * server and conn workloads, and its non-blocking API for the conn
- * workload's client.  The "more" variant is the fast path for streams:
- * SM_MORE on the sender, sm_recv_view on the receiver. */
+ * workload's client; sm_server on both ends of the links and reconnect
+ * workloads, the server's own dialled links (sm_server_connect).  The
+ * "more" variant is the fast path for streams: SM_MORE on the sender,
+ * sm_recv_view on the receiver. */
 #include "bench.h"
 
 #include <sockmsg/sockmsg.h>
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 const char t_name[] = "sockmsg";
@@ -133,11 +139,14 @@ static void on_term(int sig)
     sm_server_stop(server);
 }
 
-int t_echo_server(void)
+/* The echo server on 127.0.0.1:port (0: a free one), until SIGTERM. */
+static int echo_on(long port, long unused)
 {
+    (void)unused;
     sm_server_handlers h = { .on_message = on_message };
     char addr[SM_ADDRSTRLEN];
-    if (sm_server_new(&server, &h, NULL, NULL) < 0 || sm_server_listen(server, "127.0.0.1:0") < 0 ||
+    snprintf(addr, sizeof addr, "127.0.0.1:%ld", port);
+    if (sm_server_new(&server, &h, NULL, NULL) < 0 || sm_server_listen(server, addr) < 0 ||
         sm_server_addr(server, 0, addr, sizeof addr) < 0)
         return failed("server");
     signal(SIGTERM, on_term);
@@ -145,6 +154,11 @@ int t_echo_server(void)
     int rc = sm_server_run(server);
     sm_server_free(server);
     return rc < 0 ? failed("server run") : 0;
+}
+
+int t_echo_server(void)
+{
+    return echo_on(0, 0);
 }
 
 int t_echo_clients(int port, pid_t server_pid, int conns, int rounds, struct bench_echo_result *r)
@@ -277,5 +291,334 @@ out:
     if (ep >= 0)
         close(ep);
     free(cl);
+    return rc;
+}
+
+/* ---- links and reconnect: sm_server's own dialled links ---- */
+
+#define PHASE_LIMIT_S 60 /* no phase of either workload may take longer */
+
+/* 1 once the child has ended (it is left to be reaped), else 0. */
+static int child_gone(pid_t pid)
+{
+    siginfo_t info = { 0 };
+    return waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid;
+}
+
+/* Runs s's loop until *count reaches want (count NULL: until the time
+ * `until`, as bench_now()), never waiting more than 100 ms at once.
+ * Fails when `until` passes first, *bad is set (bad may be NULL) or the
+ * child `watch` ends. */
+static int loop_until(sm_server *s, const int *count, int want, double until, const int *bad,
+                      pid_t watch)
+{
+    double checked = bench_now();
+    while (!count || *count < want) {
+        if (bad && *bad)
+            return -1;
+        double now = bench_now(), left = until - now;
+        if (left <= 0)
+            return count ? -1 : 0;
+        if (watch && now - checked > 0.1) {
+            checked = now;
+            if (child_gone(watch)) {
+                fprintf(stderr, "bench-sockmsg: the echo server ended early\n");
+                return -1;
+            }
+        }
+        int cap = left < 0.1 ? (int)(left * 1e3) + 1 : 100, t = sm_server_timeout(s);
+        int rc = sm_server_run_once(s, t < 0 || t > cap ? cap : t);
+        if (rc < 0 && rc != -EINTR)
+            return failed("sm_server_run_once");
+    }
+    return 0;
+}
+
+/* The links workload's measuring side: one request in flight per link. */
+struct link {
+    sm_conn_id id;
+    int index;
+    int trips; /* completed round trips */
+};
+
+struct links {
+    struct link *link;
+    int conns, opened, done, target, bad, stopping;
+    double last_echo; /* when the last link finished the round */
+};
+
+static int link_request(sm_server *s, struct link *k)
+{
+    uint8_t msg[BENCH_ECHO_SIZE];
+    bench_fill(msg, sizeof msg, bench_echo_seq(k->index, k->trips));
+    return sm_server_send(s, k->id, msg, sizeof msg);
+}
+
+/* The same handlers whichever side made the link. */
+static void links_open(sm_server *s, sm_conn_id id, void *arg)
+{
+    struct links *L = arg;
+    if (L->opened == L->conns) {
+        L->bad = 1; /* a link came up again, or one too many */
+        return;
+    }
+    struct link *k = &L->link[L->opened];
+    *k = (struct link){ .id = id, .index = L->opened++ };
+    sm_server_set_data(s, id, k);
+}
+
+static void links_message(sm_server *s, sm_conn_id id, const void *msg, size_t len, void *arg)
+{
+    struct links *L = arg;
+    struct link *k = sm_server_data(s, id);
+    uint64_t seq = k ? bench_echo_seq(k->index, k->trips) : 0;
+    if (!k || bench_check(msg, (ssize_t)len, BENCH_ECHO_SIZE, seq, 1) < 0) {
+        L->bad = 1;
+        return;
+    }
+    if (++k->trips < L->target) {
+        if (link_request(s, k) < 0)
+            L->bad = 1;
+    } else if (++L->done == L->conns) {
+        L->last_echo = bench_now();
+    }
+}
+
+static void links_close(sm_server *s, sm_conn_id id, int reason, void *arg)
+{
+    (void)s, (void)id;
+    struct links *L = arg;
+    if (!L->stopping) {
+        fprintf(stderr, "bench-sockmsg: a link closed: %s\n", sm_strerror(reason));
+        L->bad = 1;
+    }
+}
+
+/* One more round trip on every link, all in flight at once; the seconds
+ * from the first request to the last echo, or -1. */
+static double links_rounds(sm_server *s, struct links *L, int rounds, pid_t child)
+{
+    L->target = L->link[0].trips + rounds;
+    L->done = 0;
+    double t0 = bench_now();
+    for (int i = 0; i < L->conns; i++)
+        if (link_request(s, &L->link[i]) < 0)
+            return failed("send");
+    if (loop_until(s, &L->done, L->conns, t0 + PHASE_LIMIT_S, &L->bad, child) < 0)
+        return -1;
+    return L->last_echo - t0;
+}
+
+/* The echo server of the accepted side: it makes the conns connections
+ * to port with connect(), then serves each as if accepted. */
+static int echo_adopted(long port, long conns)
+{
+    sm_server_handlers h = { .on_message = on_message };
+    struct sockaddr_in sa = { .sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)port),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    if (sm_server_new(&server, &h, NULL, NULL) < 0)
+        return failed("server");
+    signal(SIGTERM, on_term);
+    bench_ready(0);
+    for (long i = 0; i < conns; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+            fprintf(stderr, "bench-sockmsg: connection %ld: %s\n", i, strerror(errno));
+            return -1;
+        }
+        if (sm_server_adopt(server, fd, NULL) < 0)
+            return failed("adopt");
+    }
+    int rc = sm_server_run(server);
+    sm_server_free(server);
+    return rc < 0 ? failed("server run") : 0;
+}
+
+int t_links(int conns, int rounds, int dialled, struct bench_links_result *r)
+{
+    sm_server_handlers h = { .on_open = links_open,
+                             .on_message = links_message,
+                             .on_close = links_close };
+    struct links L = { .link = calloc((size_t)conns, sizeof *L.link), .conns = conns };
+    struct bench_ready_msg m;
+    char addr[SM_ADDRSTRLEN];
+    sm_server *s = NULL;
+    pid_t child = 0;
+    int ready, rc = -1;
+    double t0 = bench_now();
+    if (!L.link || sm_server_new(&s, &h, NULL, &L) < 0) {
+        failed("server");
+        goto out;
+    }
+    if (dialled) {
+        /* The echo server listens; this server dials every link. */
+        child = bench_spawn(echo_on, 0, 0, &ready);
+        if (bench_wait_ready(ready, PHASE_LIMIT_S, &m) < 0)
+            goto out;
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", m.port);
+        t0 = bench_now();
+        for (int i = 0; i < conns; i++)
+            if (sm_server_connect(s, addr, NULL, NULL) < 0) {
+                failed("sm_server_connect");
+                goto out;
+            }
+    } else {
+        /* This server listens; the echo server makes every link. */
+        if (sm_server_listen(s, "127.0.0.1:0") < 0 || sm_server_addr(s, 0, addr, sizeof addr) < 0) {
+            failed("listen");
+            goto out;
+        }
+        t0 = bench_now();
+        child = bench_spawn(echo_adopted, local_port(addr), conns, &ready);
+        if (bench_wait_ready(ready, PHASE_LIMIT_S, &m) < 0)
+            goto out;
+    }
+    if (loop_until(s, &L.opened, conns, t0 + PHASE_LIMIT_S, &L.bad, child) < 0) {
+        fprintf(stderr, "bench-sockmsg: %d of %d links up\n", L.opened, conns);
+        goto out;
+    }
+    r->open_ms = (bench_now() - t0) * 1e3;
+    /* One untimed round trip each, then the measured rounds. */
+    double t = links_rounds(s, &L, 1, child);
+    if (t > 0)
+        t = links_rounds(s, &L, rounds, child);
+    if (t > 0) {
+        r->trips_per_s = (double)conns * rounds / t;
+        rc = 0;
+    } else {
+        fprintf(stderr, "bench-sockmsg: %d of %d links done%s\n", L.done, conns,
+                L.bad ? ", one failed" : "");
+    }
+out:
+    L.stopping = 1;
+    sm_server_free(s);
+    if (child && bench_end(child, SIGTERM) < 0) {
+        fprintf(stderr, "bench-sockmsg: the echo server failed\n");
+        rc = -1;
+    }
+    free(L.link);
+    return rc;
+}
+
+/* The reconnect workload's dialling side. */
+struct redial {
+    int opens, closes, echoes, retries, bad;
+    uint64_t want;        /* the sequence number of the echo awaited */
+    double echo_at;       /* when it came */
+    double retry_at;      /* the last on_retry: when */
+    int retry_delay;      /* and its delay_ms */
+    int open_retries;     /* at the last on_open: on_retry calls so far */
+    double open_retry_at; /* and the last one's time and delay */
+    int open_delay;
+};
+
+static void redial_open(sm_server *s, sm_conn_id id, void *arg)
+{
+    (void)s, (void)id;
+    struct redial *d = arg;
+    d->opens++;
+    d->open_retries = d->retries;
+    d->open_retry_at = d->retry_at;
+    d->open_delay = d->retry_delay;
+}
+
+static void redial_message(sm_server *s, sm_conn_id id, const void *msg, size_t len, void *arg)
+{
+    (void)s, (void)id;
+    struct redial *d = arg;
+    d->echo_at = bench_now();
+    if (bench_check(msg, (ssize_t)len, BENCH_ECHO_SIZE, d->want, 1) < 0)
+        d->bad = 1;
+    d->echoes++;
+}
+
+static void redial_close(sm_server *s, sm_conn_id id, int reason, void *arg)
+{
+    (void)s, (void)id, (void)reason;
+    ((struct redial *)arg)->closes++;
+}
+
+static void redial_retry(sm_server *s, sm_conn_id id, int reason, int delay_ms, void *arg)
+{
+    (void)s, (void)id, (void)reason;
+    struct redial *d = arg;
+    d->retries++;
+    d->retry_at = bench_now();
+    d->retry_delay = delay_ms;
+}
+
+/* Queues echo request seq on the link (also while it is down). */
+static int redial_probe(sm_server *s, sm_conn_id link, struct redial *d, uint64_t seq)
+{
+    uint8_t msg[BENCH_ECHO_SIZE];
+    bench_fill(msg, sizeof msg, seq);
+    d->want = seq;
+    return sm_server_send(s, link, msg, sizeof msg) < 0 ? failed("send") : 0;
+}
+
+int t_reconnect(int pause_ms, int times, struct bench_reconnect_result *r)
+{
+    sm_server_handlers h = { redial_open, redial_message, redial_close, redial_retry };
+    struct redial d = { 0 };
+    struct bench_ready_msg m;
+    char addr[64];
+    sm_server *s = NULL;
+    sm_conn_id link;
+    int ready, rc = -1;
+    pid_t child = bench_spawn(echo_on, 0, 0, &ready);
+    if (bench_wait_ready(ready, PHASE_LIMIT_S, &m) < 0)
+        goto out;
+    int port = m.port;
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    /* The default backoff: 100 ms doubling to 5 s, with jitter. */
+    if (sm_server_new(&s, &h, NULL, &d) < 0 || sm_server_connect(s, addr, NULL, &link) < 0) {
+        failed("dial");
+        goto out;
+    }
+    if (loop_until(s, &d.opens, 1, bench_now() + PHASE_LIMIT_S, NULL, child) < 0 ||
+        redial_probe(s, link, &d, 0) < 0 ||
+        loop_until(s, &d.echoes, 1, bench_now() + PHASE_LIMIT_S, &d.bad, child) < 0)
+        goto out;
+    for (int i = 0; i < times; i++) {
+        /* The echo server dies; its link drops, and the next echo request
+         * waits in the link's queue. */
+        pid_t gone = child;
+        child = 0;
+        if (bench_end(gone, SIGKILL) < 0)
+            goto out;
+        double killed = bench_now();
+        int tries = d.retries;
+        if (loop_until(s, &d.closes, i + 1, killed + PHASE_LIMIT_S, NULL, 0) < 0 ||
+            redial_probe(s, link, &d, (uint64_t)i + 1) < 0)
+            goto out;
+        /* The pause, the loop running (tries failing), then a new echo
+         * server on the same port. */
+        loop_until(s, NULL, 0, killed + pause_ms / 1e3, NULL, 0);
+        child = bench_spawn(echo_on, port, 0, &ready);
+        if (loop_until(s, &d.echoes, i + 2, bench_now() + PHASE_LIMIT_S, &d.bad, child) < 0 ||
+            bench_wait_ready(ready, PHASE_LIMIT_S, &m) < 0 || m.port != port) {
+            fprintf(stderr, "bench-sockmsg: restart %d: no echo%s\n", i + 1,
+                    d.bad ? " (a wrong one)" : "");
+            goto out;
+        }
+        if (d.opens != i + 2 || d.open_retries == tries) {
+            fprintf(stderr,
+                    "bench-sockmsg: restart %d: %d link-ups, %d failed tries in the pause "
+                    "(a longer pause is needed for a wait on_retry announced)\n",
+                    i + 1, d.opens, d.open_retries - tries);
+            goto out;
+        }
+        r->reconnect_ms[i] = (d.echo_at - m.at) * 1e3;
+        r->wait_ms[i] = d.open_delay;
+        r->late_ms[i] = (d.echo_at - d.open_retry_at) * 1e3 - d.open_delay;
+    }
+    rc = 0;
+out:
+    sm_server_free(s);
+    if (child && bench_end(child, SIGTERM) < 0) {
+        fprintf(stderr, "bench-sockmsg: the echo server failed\n");
+        rc = -1;
+    }
     return rc;
 }
