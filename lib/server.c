@@ -271,7 +271,10 @@ static void update_interest(sm_server *s, struct client *c)
     if (c->state == DOWN || c->state == HANDSHAKE)
         return; /* no descriptor; or the handshake says what it waits for */
     /* HUP even while paused: a peer that leaves must be noticed. */
-    unsigned want = (may_read(s, c) ? SM_POLL_IN : 0) | (queued(c) ? SM_POLL_OUT : 0) |
+    /* A dirty client is written at the end of this iteration anyway: ask
+     * for writability only if that leaves something (two epoll_ctl calls
+     * per reply saved). */
+    unsigned want = (may_read(s, c) ? SM_POLL_IN : 0) | (queued(c) && !c->dirty ? SM_POLL_OUT : 0) |
                     (c->state == OPEN ? SM_POLL_HUP : 0);
     if (c->state == CONNECTING)
         want = SM_POLL_OUT; /* writable: the connect is done, one way or the other */
