@@ -379,7 +379,8 @@ SM_API int sm_conn_events(const sm_conn *c)
 static int worth_retrying(int rc)
 {
     return rc != SM_EINVAL && rc != SM_EADDR && rc != SM_ENOMEM && rc != -EACCES && rc != -EPERM &&
-           rc != -EAFNOSUPPORT && rc != -EPROTONOSUPPORT;
+           rc != -EAFNOSUPPORT && rc != -EPROTONOSUPPORT && rc != SM_ETLS && rc != SM_EVERIFY &&
+           rc != SM_ENOTLS;
 }
 
 static void sleep_ms(int ms)
@@ -475,7 +476,11 @@ static int reserve_held(sm_conn *c, size_t cap)
  * its rest cannot be kept (then the stream is cut for good). */
 static int keep_unwritten(sm_conn *c, const struct iovec *iov, int count, size_t total, size_t sent)
 {
-    if (sent <= c->held_len) {
+    /* Over TLS, a write that reached the new frame may have left part of
+     * it inside OpenSSL, which must be given the same bytes again: the
+     * frame counts as started. */
+    int reached = count && c->tls && sent == c->held_len;
+    if (sent <= c->held_len && !reached) {
         if (sent)
             memmove(c->held, c->held + sent, c->held_len - sent);
         c->held_len -= sent;

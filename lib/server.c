@@ -1078,8 +1078,8 @@ static void handle_event(sm_server *s, const sm_poll_event *ev)
 static struct client *oldest_unpaused(const sm_server *s)
 {
     struct client *c = s->oldest;
-    while (c && !may_read(s, c) && c->state == OPEN)
-        c = c->newer;
+    while (c && (c->state == HANDSHAKE || (!may_read(s, c) && c->state == OPEN)))
+        c = c->newer; /* a handshake has its own deadline */
     return c;
 }
 

@@ -132,6 +132,7 @@ int sm__tls_peer_subject(const sm_tls *t, char *buf, size_t len)
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <sys/socket.h>
 
 struct sm_tls_ctx {
     SSL_CTX *ssl;
@@ -152,6 +153,56 @@ struct sm_tls {
 SM_API int sm_tls_available(void)
 {
     return 1;
+}
+
+/* OpenSSL's socket BIO writes with write(), which raises SIGPIPE when the
+ * peer has gone, and the library promises never to.  This BIO is the
+ * same but for send(MSG_NOSIGNAL). */
+static int bio_write(BIO *b, const char *buf, int len)
+{
+    ssize_t n = send(BIO_get_fd(b, NULL), buf, (size_t)len, MSG_NOSIGNAL);
+    BIO_clear_retry_flags(b);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        BIO_set_retry_write(b);
+    return (int)n;
+}
+
+static int bio_read(BIO *b, char *buf, int len)
+{
+    ssize_t n = recv(BIO_get_fd(b, NULL), buf, (size_t)len, 0);
+    BIO_clear_retry_flags(b);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        BIO_set_retry_read(b);
+    return (int)n;
+}
+
+static BIO_METHOD *quiet_socket;
+static pthread_once_t quiet_socket_once = PTHREAD_ONCE_INIT;
+
+/* A copy of the socket BIO's method with our read and write. */
+static void make_quiet_socket(void)
+{
+    const BIO_METHOD *plain = BIO_s_socket();
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR,
+                                 "sockmsg socket");
+    if (!m)
+        return;
+    BIO_meth_set_write(m, bio_write);
+    BIO_meth_set_read(m, bio_read);
+    BIO_meth_set_ctrl(m, BIO_meth_get_ctrl(plain));
+    BIO_meth_set_create(m, BIO_meth_get_create(plain));
+    BIO_meth_set_destroy(m, BIO_meth_get_destroy(plain));
+    quiet_socket = m;
+}
+
+/* A BIO on fd that never raises SIGPIPE; NULL if out of memory. */
+static BIO *quiet_bio(int fd)
+{
+    pthread_once(&quiet_socket_once, make_quiet_socket);
+    BIO *b = quiet_socket ? BIO_new(quiet_socket) : NULL;
+    if (b)
+        BIO_set_fd(b, fd, BIO_NOCLOSE);
+    return b;
 }
 
 /* OpenSSL's first queued reason, or what fallback says. */
@@ -217,6 +268,11 @@ int sm__tls_ctx_new(sm_tls_ctx **out, const sm_tls_options *o, int server)
     SSL_CTX_set_mode(ctx->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                                    SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_options(ctx->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    /* No TLS 1.3 session tickets: a client that only sends would close
+     * with them unread, and the kernel would then reset the connection,
+     * losing what the server had not read yet. */
+    if (server)
+        SSL_CTX_set_num_tickets(ctx->ssl, 0);
     int rc = load_files(ctx->ssl, o);
     if (rc) {
         SSL_CTX_free(ctx->ssl);
@@ -278,7 +334,10 @@ int sm__tls_new(sm_tls **out, sm_tls_ctx *ctx, int fd, const char *host)
     }
     pthread_mutex_init(&t->lock, NULL);
     const char *name = ctx->server_name[0] ? ctx->server_name : host;
-    int rc = SSL_set_fd(t->ssl, fd) == 1 ? 0 : SM_ETLS;
+    BIO *bio = quiet_bio(fd);
+    if (bio)
+        SSL_set_bio(t->ssl, bio, bio); /* the session owns it now */
+    int rc = bio ? 0 : SM_ENOMEM;
     if (!rc && !ctx->server && name && name[0])
         rc = set_peer_name(t->ssl, name);
     if (rc) {

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -400,5 +401,229 @@ TLS_TEST(server_offers_plain_and_tls_ports_and_shrugs_off_hostile_peers)
     sm_close(garbage);
     sm_close(dribble);
     sm_close(framed);
+    sm_server_free(s);
+}
+
+/* ---- helpers for the promise tests ---- */
+
+struct dialer {
+    const char *addr;
+};
+
+/* Connects over TLS, then leaves at once. */
+static void *dial_and_close(void *arg)
+{
+    struct dialer *d = arg;
+    sm_tls_options ct = { .ca_file = cert("ca.pem") };
+    sm_options o = { .tls = &ct, .connect_timeout_ms = 5000 };
+    sm_conn *c;
+    if (sm_connect_opts(&c, d->addr, &o) == 0)
+        sm_close(c);
+    return NULL;
+}
+
+struct counter {
+    sm_listener *l;
+    int got, end;
+};
+
+/* Accepts one client and counts its messages until the stream ends. */
+static void *count_messages(void *arg)
+{
+    struct counter *n = arg;
+    sm_conn *c;
+    if ((n->end = sm_accept(n->l, &c)) != 0)
+        return NULL;
+    char buf[64];
+    ssize_t r;
+    while ((r = sm_recv(c, buf, sizeof buf)) >= 0)
+        n->got++;
+    n->end = (int)r;
+    sm_close(c);
+    return NULL;
+}
+
+enum { SENT_LEN = 200000, SENDS = 60 };
+
+struct sender {
+    const char *addr, *ca;
+    int sent, timeouts;
+    atomic_int done_sending; /* the reader may start */
+};
+
+/* Sends messages of one repeated byte each to a peer that reads nothing
+ * yet; a message that times out is dropped and the next one sent. */
+static void *send_with_timeouts(void *arg)
+{
+    struct sender *sd = arg;
+    sm_tls_options ct = { .ca_file = sd->ca };
+    sm_options o = { .tls = &ct, .connect_timeout_ms = 5000, .send_timeout_ms = 10 };
+    sm_conn *c;
+    if (sm_connect_opts(&c, sd->addr, &o) != 0)
+        return NULL;
+    uint8_t *m = malloc(SENT_LEN);
+    for (int i = 0; i < SENDS; i++) {
+        memset(m, i + 1, SENT_LEN);
+        int rc = sm_send(c, m, SENT_LEN);
+        if (rc == 0)
+            sd->sent++;
+        else if (rc == SM_ETIMEDOUT)
+            sd->timeouts++;
+    }
+    atomic_store(&sd->done_sending, 1);
+    sm_options patient = { .send_timeout_ms = 20000 };
+    sm_conn_set_options(c, &patient);
+    sm_flush(c);
+    sm_close(c);
+    free(m);
+    return NULL;
+}
+
+/* ---- the library's promises, over TLS too ---- */
+
+TLS_TEST(a_vanished_peer_never_raises_sigpipe)
+{
+    if (!sm_tls_available())
+        return;
+    /* If the library raised SIGPIPE, this process would die. */
+    signal(SIGPIPE, SIG_DFL);
+    sigset_t pipe_only;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    pthread_sigmask(SIG_UNBLOCK, &pipe_only, NULL);
+    sm_tls_options st = server_tls();
+    sm_options so = { .tls = &st, .accept_timeout_ms = 5000 };
+    sm_listener *l;
+    cr_assert_eq(sm_listen_opts(&l, "127.0.0.1:0", &so), 0);
+    char addr[SM_ADDRSTRLEN];
+    sm_listener_addr(l, addr, sizeof addr);
+    struct dialer d = { .addr = addr };
+    pthread_t t;
+    pthread_create(&t, NULL, dial_and_close, &d);
+    sm_conn *c;
+    cr_assert_eq(sm_accept(l, &c), 0, "%s", sm_last_error());
+    pthread_join(t, NULL);
+    static uint8_t big[256 * 1024];
+    int rc = 0;
+    for (int i = 0; i < 50 && rc == 0; i++)
+        rc = sm_send(c, big, sizeof big);
+    cr_expect(rc == -EPIPE || rc == -ECONNRESET || rc == SM_ETLS, "the send failed: %d %s", rc,
+              sm_last_error());
+    sm_close(c);
+    sm_listener_close(l);
+}
+
+TLS_TEST(a_client_that_only_sends_loses_nothing_when_it_closes)
+{
+    if (!sm_tls_available())
+        return;
+    sm_tls_options st = server_tls();
+    struct counter n = { 0 };
+    sm_options so = { .tls = &st, .accept_timeout_ms = 5000, .recv_timeout_ms = 5000 };
+    cr_assert_eq(sm_listen_opts(&n.l, "127.0.0.1:0", &so), 0);
+    char addr[SM_ADDRSTRLEN];
+    sm_listener_addr(n.l, addr, sizeof addr);
+    pthread_t t;
+    pthread_create(&t, NULL, count_messages, &n);
+    sm_tls_options ct = { .ca_file = cert("ca.pem") };
+    sm_options co = { .tls = &ct, .connect_timeout_ms = 5000 };
+    sm_conn *c;
+    cr_assert_eq(sm_connect_opts(&c, addr, &co), 0, "%s", sm_last_error());
+    for (int i = 0; i < 2000; i++)
+        cr_assert_eq(sm_send_flags(c, "0123456789abcdef", 16, i % 64 == 63 ? 0 : SM_MORE), 0);
+    sm_close(c);
+    pthread_join(t, NULL);
+    cr_expect_eq(n.got, 2000, "the server read %d of 2000, then %s", n.got, sm_strerror(n.end));
+    cr_expect_eq(n.end, SM_ECLOSED, "a clean close: %s", sm_strerror(n.end));
+    sm_listener_close(n.l);
+}
+
+TLS_TEST(a_send_timeout_never_cuts_the_stream)
+{
+    if (!sm_tls_available())
+        return;
+    sm_tls_options st = server_tls();
+    sm_options so = { .tls = &st, .accept_timeout_ms = 5000, .recv_timeout_ms = 10000 };
+    sm_listener *l;
+    cr_assert_eq(sm_listen_opts(&l, "127.0.0.1:0", &so), 0);
+    char addr[SM_ADDRSTRLEN];
+    sm_listener_addr(l, addr, sizeof addr);
+    struct sender sd = { .addr = addr, .ca = cert("ca.pem") };
+    pthread_t t;
+    pthread_create(&t, NULL, send_with_timeouts, &sd);
+    sm_conn *c;
+    cr_assert_eq(sm_accept(l, &c), 0, "%s", sm_last_error());
+    /* Read slowly, so the sender's sends time out, then go through, then
+     * time out again; it drops each message that timed out and sends the
+     * next instead. */
+    void *msg;
+    ssize_t n;
+    int frames = 0;
+    while ((n = sm_recv_alloc(c, &msg)) >= 0) {
+        cr_assert_eq(n, SENT_LEN, "frame %d whole", frames);
+        cr_assert(((uint8_t *)msg)[0] == ((uint8_t *)msg)[SENT_LEN - 1], "frame %d one message",
+                  frames);
+        free(msg);
+        frames++;
+        if (!atomic_load(&sd.done_sending))
+            usleep(15000);
+    }
+    pthread_join(t, NULL);
+    cr_assert_gt(sd.timeouts, 0, "the sends timed out");
+    cr_expect_eq(n, SM_ECLOSED, "the stream parsed to its end: %s", sm_strerror((int)n));
+    cr_expect_eq(frames, sd.sent, "every send that returned 0 arrived, no other");
+    sm_close(c);
+    sm_listener_close(l);
+}
+
+TLS_TEST(connect_retry_does_not_retry_a_certificate_that_fails)
+{
+    if (!sm_tls_available())
+        return;
+    sm_tls_options st = server_tls();
+    struct echo e;
+    echo_start(&e, &st, 0);
+    sm_tls_options ct = { .ca_file = cert("other-ca.pem") };
+    sm_options o = { .tls = &ct };
+    sm_conn *c = NULL;
+    int64_t start = now_ms();
+    cr_expect_eq(sm_connect_retry(&c, e.addr, &o, 0), SM_EVERIFY, "%s", sm_last_error());
+    cr_expect_lt(now_ms() - start, 3000, "given up at once");
+    echo_stop(&e);
+}
+
+static void count_close(sm_server *s, sm_conn_id id, int reason, void *arg)
+{
+    (void)s;
+    (void)id;
+    (void)reason;
+    atomic_fetch_add((atomic_int *)arg, 1);
+}
+
+TLS_TEST(a_client_in_its_handshake_is_not_closed_as_idle)
+{
+    if (!sm_tls_available())
+        return;
+    atomic_int closes = 0;
+    sm_server_handlers h = { .on_close = count_close };
+    sm_server_options so = { .idle_timeout_ms = 100 };
+    sm_server *s;
+    cr_assert_eq(sm_server_new(&s, &h, &so, &closes), 0);
+    sm_tls_options st = server_tls();
+    st.handshake_timeout_ms = 600;
+    cr_assert_eq(sm_server_listen_tls(s, "127.0.0.1:0", &st), 0);
+    char addr[SM_ADDRSTRLEN];
+    sm_server_addr(s, 0, addr, sizeof addr);
+    sm_conn *silent;
+    cr_assert_eq(sm_connect(&silent, addr), 0);
+    int64_t until = now_ms() + 2500;
+    while (now_ms() < until)
+        sm_server_run_once(s, 50);
+    sm_server_stats stats;
+    sm_server_get_stats(s, &stats);
+    cr_expect_eq(atomic_load(&closes), 0, "no on_close for a client that never opened");
+    cr_expect_eq(stats.tls_failed, 1, "its handshake timed out");
+    cr_expect_eq(stats.conns, 0);
+    sm_close(silent);
     sm_server_free(s);
 }
