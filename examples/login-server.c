@@ -1,13 +1,16 @@
 /*
  * login-server - checks user names and passwords against a users file.
  *
- * WARNING: libsockmsg has no TLS yet, so the password crosses the network
- * as plain, readable bytes: anyone who can watch the traffic can read it.
- * Use this only on a network you trust (or over "unix:/path") until TLS
- * lands.
- *
  *     ./login-server --add alice users.txt   add a user (asks for the password)
- *     ./login-server 127.0.0.1:0 users.txt   serve (default address ":29876")
+ *     ./login-server --tls-cert cert.pem --tls-key key.pem 127.0.0.1:0 users.txt
+ *                                            serve (default address ":29876")
+ *
+ * With --tls-cert and --tls-key, clients connect over TLS (login-client
+ * --tls-ca cert.pem): the password travels encrypted, to a server whose
+ * certificate the client checked.  Without them it crosses the network as
+ * plain, readable bytes that anyone watching the traffic can read: the
+ * server says so when it starts.  Use plain only on loopback or over
+ * "unix:/path".  README.md shows how to make a certificate.
  *
  * The users file has one line per user, "name:hash", where hash is what
  * crypt_r() made from the password and a fresh random salt (yescrypt,
@@ -443,17 +446,38 @@ out:
     return rc;
 }
 
+static int usage(void)
+{
+    fprintf(stderr, "usage: login-server [--tls-cert FILE --tls-key FILE] [ADDR] USERS_FILE\n"
+                    "       login-server --add USER [USERS_FILE]\n");
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 3 && argc <= 4 && strcmp(argv[1], "--add") == 0)
         return add_user(argv[2], argc == 4 ? argv[3] : NULL);
-    if (argc < 2 || argc > 3 || argv[1][0] == '-') {
-        fprintf(stderr, "usage: login-server [ADDR] USERS_FILE\n"
-                        "       login-server --add USER [USERS_FILE]\n");
-        return 2;
+    const char *args[2], *cert = NULL, *key = NULL;
+    int nargs = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--tls-cert") == 0 && i + 1 < argc)
+            cert = argv[++i];
+        else if (strcmp(argv[i], "--tls-key") == 0 && i + 1 < argc)
+            key = argv[++i];
+        else if (argv[i][0] != '-' && nargs < 2)
+            args[nargs++] = argv[i];
+        else
+            return usage();
     }
-    const char *addr = argc == 3 ? argv[1] : ":29876";
-    users_file = argv[argc - 1];
+    if (nargs == 0 || (cert == NULL) != (key == NULL))
+        return usage(); /* a users file; both TLS files or neither */
+    const char *addr = nargs == 2 ? args[0] : ":29876";
+    users_file = args[nargs - 1];
+    if (cert && !sm_tls_available()) {
+        fprintf(stderr, "login-server: --tls-cert: this libsockmsg was built without TLS "
+                        "(OpenSSL)\n");
+        return 1;
+    }
     FILE *check = fopen(users_file, "r"); /* fail now, not on each request */
     if (!check) {
         perror(users_file);
@@ -477,12 +501,17 @@ int main(int argc, char **argv)
     sm_server_options options = { .max_frame = MAX_REQUEST };
     char where[SM_ADDRSTRLEN];
 
+    /* TLS: the server shows this certificate; the key proves it is ours. */
+    sm_tls_options tls = { .cert_file = cert, .key_file = key };
     if (sm_server_new(&server, &handlers, &options, NULL) < 0 ||
-        sm_server_listen(server, addr) < 0) {
+        (cert ? sm_server_listen_tls(server, addr, &tls) : sm_server_listen(server, addr)) < 0) {
         fprintf(stderr, "login-server: %s\n", sm_last_error());
         sm_server_free(server);
         return 1;
     }
+    if (!cert && strncmp(addr, "unix:", 5) != 0)
+        fprintf(stderr, "login-server: warning: no TLS (--tls-cert, --tls-key): passwords "
+                        "cross the network readable\n");
 
     pthread_t workers[WORKERS];
     int started = 0;

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """A libsockmsg peer in plain Python 3 (standard library only), used by the
-interop tests (tests/test_interop.c) and the smcat tests (tests/smcat.sh).  It speaks docs/PROTOCOL.md: each
+interop tests (tests/test_interop.c), the smcat tests (tests/smcat.sh) and
+the TLS tests (tests/tls.sh).  It speaks docs/PROTOCOL.md: each
 message is a 4-byte unsigned big-endian length N, then N bytes of payload.
 
     peer.py serve HOST:PORT       listen (port 0: any free port), print
@@ -17,12 +18,20 @@ message is a 4-byte unsigned big-endian length N, then N bytes of payload.
                                   takes the end of the client's input as the
                                   end of the conversation: it closes at once,
                                   and echoes not yet sent are lost.
+    peer.py tls-serve HOST:PORT CERT KEY [CA] [GREETING]
+                                  as serve, over TLS (the ssl module) with the
+                                  certificate CERT and its key KEY; with a CA
+                                  file other than "-", clients must show a
+                                  certificate it signed (mutual TLS), whose
+                                  subject goes to stderr; GREETING, if given,
+                                  is sent once the handshake is done
 
 Addresses: "127.0.0.1:PORT", "[::1]:PORT" or "name:PORT".  Exit status 0 on
 success; 1 with a message on stderr on any error; 2 on bad usage.
 """
 import select
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -146,6 +155,28 @@ def serve(addr):
     return 0
 
 
+def tls_serve(addr, cert, key, ca, greeting):
+    """serve, over TLS: the handshake on accept, then the same echo."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    if ca and ca != "-":
+        ctx.load_verify_locations(cafile=ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    with accept_one(addr) as raw, ctx.wrap_socket(raw, server_side=True) as conn:
+        version = conn.version()
+        if ctx.verify_mode == ssl.CERT_REQUIRED:
+            subject = dict(item[0] for item in conn.getpeercert()["subject"])
+            print("client certificate: CN=%s" % subject.get("commonName"), file=sys.stderr)
+        if greeting is not None:
+            send_msg(conn, greeting.encode())
+        count = 0
+        while (msg := recv_msg(conn)) is not None:
+            send_msg(conn, msg)
+            count += 1
+    print("echoed %d over %s" % (count, version), file=sys.stderr, flush=True)
+    return 0
+
+
 def slow_echo(addr, delay_ms, limit):
     """Echo each message delay_ms after it arrived; stop at the client's end
     of input (dropping what is still due) or after limit echoes."""
@@ -204,6 +235,9 @@ def main(argv):
             return serve(argv[2])
         if len(argv) == 4 and argv[1] == "client" and argv[3].isdigit():
             return client(argv[2], int(argv[3]))
+        if len(argv) in (5, 6, 7) and argv[1] == "tls-serve":
+            return tls_serve(argv[2], argv[3], argv[4], argv[5] if len(argv) > 5 else None,
+                             argv[6] if len(argv) > 6 else None)
         if (len(argv) in (4, 5) and argv[1] == "slow-echo"
                 and all(a.isdigit() for a in argv[3:])):
             return slow_echo(argv[2], int(argv[3]), int(argv[4]) if len(argv) == 5 else None)

@@ -326,6 +326,135 @@ expect_rc "--quiet, no client" 6
 ! grep -q listening "$tmp/quiet.err" || fail "--quiet still printed the listening line"
 ok
 
+# --- 7. TLS -----------------------------------------------------------------
+# Certificates made fresh by tests/tls/make-certs.sh (a test CA; server for
+# localhost and 127.0.0.1; client CN=robot-3; another CA), in $tmp, which
+# the EXIT trap removes.  Built without OpenSSL, smcat must say so.
+run notls --connect 127.0.0.1:1 --tls --data x
+if grep -q "built without TLS" "$tmp/notls.err"; then
+    expect_rc "--tls without OpenSSL" 1
+    echo "smcat tests: note: smcat built without TLS, only that message was checked"
+    ok
+else
+    sh "$(dirname "$0")/tls/make-certs.sh" "$tmp/certs" || fail "making certificates with openssl"
+    c=$tmp/certs
+    start tlsecho --listen 127.0.0.1:0 --echo --tls-cert "$c/server.pem" --tls-key "$c/server.key"
+    tls_addr=$(addr_of tlsecho)
+    tls_name=localhost:${tls_addr##*:}
+
+    # Verified against the test CA, by name and by address; an empty message too.
+    run tlshi --connect "$tls_name" --tls-ca "$c/ca.pem" --data hi --data '' --expect 2 -v
+    expect_rc "--tls-ca, by name" 0
+    printf 'hi\n\n' >"$tmp/tlshi.want"
+    cmp -s "$tmp/tlshi.out" "$tmp/tlshi.want" || fail "TLS echo: got '$(cat "$tmp/tlshi.out")'"
+    grep -q "TLS with .*: verified certificate /CN=localhost" "$tmp/tlshi.err" ||
+        fail "-v does not name the server's certificate: $(cat "$tmp/tlshi.err")"
+    run tlsip --connect "$tls_addr" --tls-ca "$c/ca.pem" --data hi --expect 1
+    expect_rc "--tls-ca, by address" 0
+    ok
+
+    # 10 MiB, byte for byte, over many TLS records; --half-close ends it.
+    cp "$tmp/big" "$tmp/tlsbig.in"
+    run tlsbig --connect "$tls_name" --tls-ca "$c/ca.pem" --stdin-whole --format raw --half-close
+    expect_rc "10 MiB over TLS, --half-close" 0
+    cmp -s "$tmp/tlsbig.out" "$tmp/big" || fail "10 MiB over TLS came back different"
+    ok
+
+    # Verification fails (4) for another CA, another name, and the system's
+    # CAs (which never signed the test CA's certificates).
+    run tlsca --connect "$tls_name" --tls-ca "$c/other-ca.pem" --data x --expect 1
+    expect_rc "--tls-ca of another CA" 4
+    grep -q "certificate verify failed" "$tmp/tlsca.err" || fail "another CA: $(cat "$tmp/tlsca.err")"
+    run tlsname --connect "$tls_addr" --tls-ca "$c/ca.pem" --tls-name example.invalid --data x
+    expect_rc "--tls-name of another host" 4
+    grep -q "mismatch" "$tmp/tlsname.err" || fail "--tls-name: $(cat "$tmp/tlsname.err")"
+    run tlssys --connect "$tls_name" --tls --data x
+    expect_rc "--tls with the system's CAs" 4
+    grep -q "certificate verify failed" "$tmp/tlssys.err" || fail "--tls: $(cat "$tmp/tlssys.err")"
+    ok
+
+    # --tls-insecure connects to anyone, and says so (unless --quiet).
+    run insecure --connect "$tls_addr" --tls-insecure --data hi --expect 1
+    expect_rc "--tls-insecure" 0
+    [ "$(cat "$tmp/insecure.out")" = hi ] || fail "--tls-insecure: got '$(cat "$tmp/insecure.out")'"
+    grep -q "warning: --tls-insecure" "$tmp/insecure.err" || fail "--tls-insecure gave no warning"
+    run insecureq --connect "$tls_addr" --tls-insecure --quiet --data hi --expect 1
+    [ ! -s "$tmp/insecureq.err" ] || fail "--tls-insecure --quiet: $(cat "$tmp/insecureq.err")"
+    ok
+
+    # A plain client on the TLS port is dropped unanswered; a TLS client on
+    # a plain port fails its handshake (4).
+    run plainontls --connect "$tls_addr" --data hi --expect 1
+    expect_rc "plain client, TLS server" 1
+    [ ! -s "$tmp/plainontls.out" ] || fail "a plain client was answered: $(cat "$tmp/plainontls.out")"
+    run tlsonplain --connect "$echo_addr" --tls-ca "$c/ca.pem" --data hi --expect 1
+    expect_rc "TLS client, plain server" 4
+    ok
+
+    # Mutual TLS: with --tls-ca, the echo server lets in only clients with a
+    # certificate of that CA, and -v names it.
+    start mtls --listen 127.0.0.1:0 --echo --tls-cert "$c/server.pem" --tls-key "$c/server.key" \
+        --tls-ca "$c/ca.pem" -v
+    mtls_addr=$(addr_of mtls)
+    run mtlsok --connect "$mtls_addr" --tls-ca "$c/ca.pem" --tls-cert "$c/client.pem" \
+        --tls-key "$c/client.key" --data hi --expect 1
+    expect_rc "mutual TLS with the client's certificate" 0
+    [ "$(cat "$tmp/mtlsok.out")" = hi ] || fail "mutual TLS: got '$(cat "$tmp/mtlsok.out")'"
+    grep -q "verified client certificate /CN=robot-3" "$tmp/mtls.err" ||
+        fail "-v does not name the client's certificate: $(cat "$tmp/mtls.err")"
+    run mtlsnone --connect "$mtls_addr" --tls-ca "$c/ca.pem" --data hi --expect 1
+    [ "$rc" -ne 0 ] || fail "mutual TLS let a client without a certificate in"
+    [ ! -s "$tmp/mtlsnone.out" ] || fail "a client without a certificate was answered"
+    stop mtls
+    expect_rc "mutual TLS echo server on SIGTERM" 0
+    ok
+
+    # --listen for one client over TLS; a Unix socket needs --tls-name (2).
+    start tlsone --listen "unix:$tmp/tls.sock" --tls-cert "$c/server.pem" --tls-key "$c/server.key" \
+        --data served --half-close --timeout 10000
+    addr_of tlsone >/dev/null
+    run tlsnoname --connect "unix:$tmp/tls.sock" --tls-ca "$c/ca.pem" --expect 1
+    expect_rc "TLS over unix: without --tls-name" 2
+    run tlsunix --connect "unix:$tmp/tls.sock" --tls-ca "$c/ca.pem" --tls-name localhost --expect 1
+    expect_rc "TLS over unix:, --tls-name localhost" 0
+    [ "$(cat "$tmp/tlsunix.out")" = served ] || fail "--listen over TLS: got '$(cat "$tmp/tlsunix.out")'"
+    finish tlsone
+    expect_rc "--listen over TLS" 0
+    ok
+
+    # --retry over TLS: connecting before the server exists.
+    start tlslate --connect "unix:$tmp/tlslate.sock" --tls-ca "$c/ca.pem" --tls-name localhost \
+        --retry --timeout 10000 --data hi --expect 1
+    sleep 0.5
+    start tlslateserver --listen "unix:$tmp/tlslate.sock" --echo --tls-cert "$c/server.pem" \
+        --tls-key "$c/server.key"
+    finish tlslate
+    expect_rc "--retry over TLS" 0
+    [ "$(cat "$tmp/tlslate.out")" = hi ] || fail "--retry over TLS: got '$(cat "$tmp/tlslate.out")'"
+    stop tlslateserver
+    ok
+
+    # Options that do not fit together (2), and a file that is not there (4).
+    for args in "--listen 127.0.0.1:0 --tls" "--listen 127.0.0.1:0 --tls-cert $c/server.pem" \
+        "--connect 127.0.0.1:1 --tls-key $c/client.key" \
+        "--listen 127.0.0.1:0 --tls-cert $c/server.pem --tls-key $c/server.key --tls-insecure" \
+        "--connect 127.0.0.1:1 --tls-insecure --tls-ca $c/ca.pem" "--connect 127.0.0.1:1 --tls-ca"; do
+        # shellcheck disable=SC2086 # split on purpose: one option per word
+        run tlsusage $args
+        expect_rc "smcat $args" 2
+        [ "$(wc -l <"$tmp/tlsusage.err")" -eq 1 ] || fail "smcat $args: error is not one line"
+    done
+    run tlsnofile --listen 127.0.0.1:0 --echo --tls-cert "$tmp/none.pem" --tls-key "$tmp/none.key"
+    expect_rc "--tls-cert of a missing file" 4
+    grep -q "certificate file" "$tmp/tlsnofile.err" || fail "missing file: $(cat "$tmp/tlsnofile.err")"
+    run tlshelp --help
+    grep -q -- '--tls-ca FILE' "$tmp/tlshelp.out" || fail "--help lacks --tls-ca"
+    ok
+
+    stop tlsecho
+    expect_rc "TLS echo server on SIGTERM" 0
+fi
+
 stop echo
 expect_rc "echo server on SIGTERM" 0
 echo "smcat tests: ok ($cases cases)"

@@ -1,23 +1,31 @@
 /* The examples, run as processes: the tutorial's server and client,
  * chat-server, login-server with login-client, threaded-server and
- * echo-server (the Python peer's tests are in test_interop.c).  Each
- * server is started on port 0 and found through its "listening on ADDR"
- * line; the tests' own clients use the blocking API.  Every wait is
- * bounded, and every process this file starts is killed by its PID if a
- * test fails before reaping it. */
+ * echo-server (the Python peer's tests are in test_interop.c), and the
+ * TLS options of echo-server, client, login-server and login-client, with
+ * certificates made per test by tests/tls/make-certs.sh (Python's ssl and
+ * openssl s_client against them are in tests/tls.sh).  Each server is
+ * started on port 0 and found through its "listening on ADDR" line; the
+ * tests' own clients use the blocking API.  Every wait is bounded, and
+ * every process this file starts is killed by its PID if a test fails
+ * before reaping it; each test's temporary directory, keys included, is
+ * removed after it. */
 #include <criterion/criterion.h>
 #include <sockmsg/sockmsg.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -66,6 +74,14 @@ static const char *make_temp_dir(void)
     return temp_dir;
 }
 
+/* nftw's callback: removes one file, or a directory already emptied. */
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *where)
+{
+    (void)st, (void)type, (void)where;
+    remove(path);
+    return 0; /* go on with the rest */
+}
+
 /* Runs after every test, passed or failed: no process or file is left. */
 static void cleanup(void)
 {
@@ -76,13 +92,8 @@ static void cleanup(void)
             children[i] = 0;
         }
     if (temp_dir[0]) {
-        static const char *const files[] = { "users", "server.log", "err", "s.sock" };
-        char path[64];
-        for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-            snprintf(path, sizeof path, "%s/%s", temp_dir, files[i]);
-            unlink(path);
-        }
-        rmdir(temp_dir);
+        /* Everything in it: users files, logs, sockets, TLS keys. */
+        nftw(temp_dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
         temp_dir[0] = '\0';
     }
 }
@@ -1068,4 +1079,392 @@ Test(examples, tutorial_server_rejects_malformed_addresses)
         cr_assert_not(contains(out, "listening"), "server '%s' printed '%s'", bad[i], out);
         cr_assert_str_not_empty(last_stderr, "server '%s' said nothing on stderr", bad[i]);
     }
+}
+
+/* ---- TLS: echo-server, client, login-server and login-client ---- */
+
+/* Makes the test CA and its certificates (tests/tls/make-certs.sh) in the
+ * test's temporary directory; cleanup removes them, private keys too. */
+static void make_certs(void)
+{
+    if (!temp_dir[0])
+        make_temp_dir();
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "sh tests/tls/make-certs.sh %s", temp_dir);
+    cr_assert_eq(system(cmd), 0, "making certificates with openssl failed");
+}
+
+/* The path of one of those files, in one of a few static buffers. */
+static const char *cert(const char *name)
+{
+    static char paths[8][64];
+    static int next;
+    char *p = paths[next++ % 8];
+    snprintf(p, sizeof paths[0], "%s/%s", temp_dir, name);
+    return p;
+}
+
+/* "localhost:PORT" for "127.0.0.1:PORT". */
+static const char *as_localhost(const char *addr)
+{
+    static char buf[SM_ADDRSTRLEN + 16];
+    snprintf(buf, sizeof buf, "localhost%s", strrchr(addr, ':'));
+    return buf;
+}
+
+/* A TLS connection that verifies the server against ca. */
+static int connect_tls(sm_conn **c, const char *addr, const char *ca)
+{
+    sm_tls_options tls = { .ca_file = ca };
+    sm_options opt = { .connect_timeout_ms = WAIT_MS,
+                       .recv_timeout_ms = WAIT_MS,
+                       .send_timeout_ms = WAIT_MS,
+                       .tls = &tls };
+    return sm_connect_opts(c, addr, &opt);
+}
+
+/* Built without OpenSSL (make TLS=0), every example refuses its TLS
+ * options with a clear message, before it listens or connects. */
+static void tls_missing_is_said_clearly(void)
+{
+    static const char *const progs[][7] = {
+        { EXAMPLE("echo-server"), "--tls-cert", "c.pem", "--tls-key", "k.pem", "127.0.0.1:0" },
+        { EXAMPLE("client"), "--tls-ca", "ca.pem", "127.0.0.1:1" },
+        { EXAMPLE("login-server"), "--tls-cert", "c.pem", "--tls-key", "k.pem", "127.0.0.1:0",
+          "/dev/null" },
+        { EXAMPLE("login-client"), "--tls-ca", "ca.pem", "127.0.0.1:1", "alice" },
+    };
+    for (size_t i = 0; i < sizeof progs / sizeof progs[0]; i++) {
+        const char *argv[8] = { 0 };
+        memcpy(argv, progs[i], sizeof progs[i]);
+        char out[256];
+        assert_failed(run(argv, "pw", out, sizeof out), argv[0]);
+        cr_assert(contains(last_stderr, "built without TLS"), "%s: stderr '%s'", argv[0],
+                  last_stderr);
+        cr_assert_str_empty(out, "%s printed '%s'", argv[0], out);
+    }
+}
+
+Test(examples, echo_server_over_tls)
+{
+    if (!sm_tls_available()) {
+        tls_missing_is_said_clearly();
+        return;
+    }
+    make_certs();
+    const char *pem = cert("server.pem"), *key = cert("server.key");
+    const char *argv[] = { EXAMPLE("echo-server"), "--tls-cert", pem, "--tls-key", key,
+                           "127.0.0.1:0",          NULL };
+    char addr[1][SM_ADDRSTRLEN];
+    struct proc srv = start_server(argv, NULL, addr, 1);
+
+    /* Verified against the test CA, by name and by address. */
+    sm_conn *a, *b, *c;
+    cr_assert_eq(connect_tls(&a, as_localhost(addr[0]), cert("ca.pem")), 0, "%s", sm_last_error());
+    cr_assert_eq(connect_tls(&b, addr[0], cert("ca.pem")), 0, "%s", sm_last_error());
+    char subject[256];
+    cr_assert_gt(sm_conn_peer_cert(a, subject, sizeof subject), 0, "%s", sm_last_error());
+    cr_assert(contains(subject, "CN=localhost"), "server certificate: %s", subject);
+    send_text(a, "from a");
+    send_text(b, "from b");
+    expect(b, "from b");
+    expect(a, "from a");
+    send_text(a, "");
+    expect(a, "%s", "");
+    size_t big = 200000; /* many TLS records */
+    char *msg = malloc(big);
+    cr_assert_not_null(msg);
+    for (size_t i = 0; i < big; i++)
+        msg[i] = (char)(i % 251);
+    cr_assert_eq(sm_send(b, msg, big), 0);
+    void *echo;
+    cr_assert_eq(sm_recv_alloc(b, &echo), (ssize_t)big, "%s", sm_last_error());
+    cr_assert_eq(memcmp(echo, msg, big), 0);
+    free(echo);
+    free(msg);
+
+    /* A client trusting another CA refuses the server. */
+    cr_assert_eq(connect_tls(&c, addr[0], cert("other-ca.pem")), SM_EVERIFY, "%s", sm_last_error());
+    /* A plain client is not echoed: the server drops it. */
+    c = connect_to(addr[0]);
+    send_text(c, "plain text");
+    char buf[64];
+    ssize_t n = sm_recv(c, buf, sizeof buf);
+    cr_assert(n < 0 && n != SM_ETIMEDOUT, "a plain client got %zd: %s", n, sm_strerror((int)n));
+    sm_close(c);
+    /* The TLS clients were not disturbed. */
+    send_text(a, "still here");
+    expect(a, "still here");
+
+    stop_server(&srv, SIGTERM, "echo-server");
+    cr_assert_eq(sm_recv(a, buf, sizeof buf), SM_ECLOSED);
+    sm_close(a);
+    sm_close(b);
+}
+
+/* Runs `client --tls-ca CA HOST:PORT` against a TLS listener of the test
+ * with the certificate NAME.pem and its key NAME.key (NULL: a plain
+ * listener), which sends "TEST" once its handshake passed.  Returns the
+ * client's wait status, its stdout in out, its stderr in last_stderr;
+ * *accepted says whether the listener's handshake passed. */
+static int tls_client_against(const char *name, const char *ca, const char *host, char *out,
+                              size_t cap, int *accepted)
+{
+    char pem[32], key[32];
+    snprintf(pem, sizeof pem, "%s.pem", name ? name : "");
+    snprintf(key, sizeof key, "%s.key", name ? name : "");
+    sm_tls_options tls = { .cert_file = cert(pem), .key_file = cert(key) };
+    sm_options o = { .tls = name ? &tls : NULL,
+                     .accept_timeout_ms = WAIT_MS,
+                     .send_timeout_ms = WAIT_MS };
+    sm_listener *l;
+    cr_assert_eq(sm_listen_opts(&l, "127.0.0.1:0", &o), 0, "%s", sm_last_error());
+    char where[SM_ADDRSTRLEN], addr[SM_ADDRSTRLEN + 16];
+    cr_assert_gt(sm_listener_addr(l, where, sizeof where), 0);
+    snprintf(addr, sizeof addr, "%s%s", host, strrchr(where, ':'));
+    const char *argv[] = { EXAMPLE("client"), "--tls-ca", ca, addr, NULL };
+    struct proc p = spawn(argv, NULL, NULL);
+    sm_conn *c;
+    *accepted = sm_accept(l, &c) == 0;
+    if (*accepted) {
+        sm_send(c, "TEST", 4); /* the client's failure, if any, is what we check */
+        sm_close(c);
+    }
+    sm_listener_close(l);
+    collect(&p, out, cap, WAIT_MS);
+    return wait_exit(p.pid, WAIT_MS);
+}
+
+Test(examples, client_over_tls_verifies_the_server)
+{
+    if (!sm_tls_available()) {
+        tls_missing_is_said_clearly();
+        return;
+    }
+    make_certs();
+    /* The server's certificate, the CA file the client trusts, the host
+     * it connects to, and the reason it must give ("": it must connect). */
+    static const struct {
+        const char *server, *ca, *host, *refusal;
+    } cases[] = {
+        { "server", "ca.pem", "localhost", "" },
+        { "server", "ca.pem", "127.0.0.1", "" },
+        { "self", "self.pem", "localhost", "" }, /* self-signed, trusted as itself */
+        { "server", "other-ca.pem", "localhost", "unable to get local issuer" },
+        { "wronghost", "ca.pem", "localhost", "mismatch" },
+        { "expired", "ca.pem", "localhost", "expired" },
+        { "self", "ca.pem", "localhost", "self-signed" },
+        { NULL, "ca.pem", "localhost", "TLS" }, /* a plain server */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *server = cases[i].server ? cases[i].server : "(plain)";
+        char out[64];
+        int accepted;
+        int status = tls_client_against(cases[i].server, cert(cases[i].ca), cases[i].host, out,
+                                        sizeof out, &accepted);
+        if (!cases[i].refusal[0]) {
+            assert_exit_code(status, 0, "client");
+            cr_assert_str_eq(out, "TEST\n", "%s with %s: printed '%s'", server, cases[i].ca, out);
+            cr_assert_str_empty(last_stderr, "%s: stderr %s", server, last_stderr);
+            cr_assert(accepted);
+            continue;
+        }
+        assert_failed(status, "client");
+        cr_assert_str_empty(out, "%s with %s: printed '%s'", server, cases[i].ca, out);
+        cr_assert(contains(last_stderr, cases[i].refusal), "%s with %s: stderr '%s', wanted '%s'",
+                  server, cases[i].ca, last_stderr, cases[i].refusal);
+        cr_assert(!accepted || !cases[i].server, "%s: the handshake passed", server);
+    }
+}
+
+/* A TCP relay on 127.0.0.1:0 for one connection to target, as an
+ * eavesdropper on the path: it carries the bytes both ways and keeps
+ * those the client sent. */
+struct relay {
+    int listen_fd;
+    char addr[SM_ADDRSTRLEN]; /* where the client connects */
+    struct sockaddr_in target;
+    pthread_t thread;
+    char seen[65536];
+    size_t seen_len;
+};
+
+static void *relay_main(void *arg)
+{
+    struct relay *r = arg;
+    struct pollfd lp = { .fd = r->listen_fd, .events = POLLIN };
+    if (poll(&lp, 1, WAIT_MS) != 1)
+        return NULL;
+    int fds[2] = { accept4(r->listen_fd, NULL, NULL, SOCK_CLOEXEC),
+                   socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0) };
+    bool open[2] = { true, true }; /* still reading from that side */
+    if (fds[0] < 0 || fds[1] < 0 ||
+        connect(fds[1], (struct sockaddr *)&r->target, sizeof r->target) < 0)
+        open[0] = open[1] = false;
+    int64_t deadline = now_ms() + WAIT_MS;
+    while ((open[0] || open[1]) && now_ms() < deadline) {
+        struct pollfd p[2] = { { .fd = open[0] ? fds[0] : -1, .events = POLLIN },
+                               { .fd = open[1] ? fds[1] : -1, .events = POLLIN } };
+        if (poll(p, 2, 100) < 0 && errno != EINTR)
+            break;
+        for (int i = 0; i < 2; i++) {
+            if (!p[i].revents)
+                continue;
+            char buf[4096];
+            ssize_t n = read(fds[i], buf, sizeof buf);
+            if (n > 0 && i == 0) {
+                size_t keep = sizeof r->seen - r->seen_len;
+                keep = (size_t)n < keep ? (size_t)n : keep;
+                memcpy(r->seen + r->seen_len, buf, keep);
+                r->seen_len += keep;
+            }
+            if (n <= 0 || write(fds[1 - i], buf, (size_t)n) != n) {
+                open[i] = false; /* pass the end of this direction on */
+                shutdown(fds[1 - i], SHUT_WR);
+            }
+        }
+    }
+    for (int i = 0; i < 2; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    return NULL;
+}
+
+/* Starts a relay to target ("127.0.0.1:PORT"). */
+static void relay_start(struct relay *r, const char *target)
+{
+    memset(r, 0, sizeof *r);
+    r->target.sin_family = AF_INET;
+    r->target.sin_port = htons((uint16_t)atoi(strrchr(target, ':') + 1));
+    cr_assert_eq(inet_pton(AF_INET, "127.0.0.1", &r->target.sin_addr), 1);
+    struct sockaddr_in me = { .sin_family = AF_INET };
+    socklen_t len = sizeof me;
+    me.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    r->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert(r->listen_fd >= 0 && bind(r->listen_fd, (struct sockaddr *)&me, sizeof me) == 0 &&
+                  listen(r->listen_fd, 1) == 0 &&
+                  getsockname(r->listen_fd, (struct sockaddr *)&me, &len) == 0,
+              "relay: %s", strerror(errno));
+    snprintf(r->addr, sizeof r->addr, "127.0.0.1:%u", (unsigned)ntohs(me.sin_port));
+    cr_assert_eq(pthread_create(&r->thread, NULL, relay_main, r), 0);
+}
+
+static void relay_join(struct relay *r)
+{
+    pthread_join(r->thread, NULL);
+    close(r->listen_fd);
+}
+
+static int seen(const struct relay *r, const char *text)
+{
+    return memmem(r->seen, r->seen_len, text, strlen(text)) != NULL;
+}
+
+/* login, with `--tls-ca ca` before the address. */
+static void login_tls(const char *ca, const char *addr, const char *user, const char *password,
+                      const char *want_out, int want_code)
+{
+    const char *argv[] = { EXAMPLE("login-client"), "--tls-ca", ca, addr, user, NULL };
+    char out[256];
+    int status = run(argv, password, out, sizeof out);
+    assert_exit_code(status, want_code, "login-client --tls-ca");
+    cr_assert_str_eq(out, want_out, "login %s: printed '%s'", user, out);
+}
+
+Test(examples, login_over_tls_keeps_the_password_off_the_wire)
+{
+    if (!sm_tls_available()) {
+        tls_missing_is_said_clearly();
+        return;
+    }
+    make_certs();
+    char users[64], plain_log[64], tls_log[64], text[4096];
+    snprintf(users, sizeof users, "%s/users", temp_dir);
+    snprintf(plain_log, sizeof plain_log, "%s/plain.log", temp_dir);
+    snprintf(tls_log, sizeof tls_log, "%s/tls.log", temp_dir);
+    add_user("alice", ALICE_PW, users);
+    char addr[1][SM_ADDRSTRLEN];
+    struct relay r;
+
+    /* Plain, through the relay: the password is there for it to read
+     * (which shows the relay sees what crosses it), and the server warns. */
+    const char *plain_argv[] = { EXAMPLE("login-server"), "127.0.0.1:0", users, NULL };
+    struct proc srv = start_server(plain_argv, plain_log, addr, 1);
+    relay_start(&r, addr[0]);
+    login(r.addr, "alice", ALICE_PW, "OK\n", 0);
+    relay_join(&r);
+    cr_assert(seen(&r, ALICE_PW), "the relay did not see the plain password");
+    stop_server(&srv, SIGTERM, "login-server");
+    slurp(plain_log, text, sizeof text);
+    cr_assert(contains(text, "warning: no TLS"), "log: %s", text);
+
+    /* TLS, through the relay: the same login works, and neither the name
+     * nor the password can be read on the way. */
+    const char *pem = cert("server.pem"), *key = cert("server.key");
+    const char *tls_argv[] = { EXAMPLE("login-server"), "--tls-cert", pem, "--tls-key", key,
+                               "127.0.0.1:0",           users,        NULL };
+    srv = start_server(tls_argv, tls_log, addr, 1);
+    relay_start(&r, addr[0]);
+    login_tls(cert("ca.pem"), r.addr, "alice", ALICE_PW, "OK\n", 0);
+    relay_join(&r);
+    cr_assert_gt(r.seen_len, 100, "the relay saw %zu bytes", r.seen_len);
+    cr_assert_not(seen(&r, ALICE_PW), "the password crossed the relay readable");
+    cr_assert_not(seen(&r, "alice"), "the user name crossed the relay readable");
+
+    login_tls(cert("ca.pem"), as_localhost(addr[0]), "alice", "wrong", "DENIED\n", 1);
+    /* A server the client cannot verify never gets the password. */
+    login_tls(cert("other-ca.pem"), addr[0], "mallory", ALICE_PW, "", 2);
+    cr_assert(contains(last_stderr, "verify"), "stderr: %s", last_stderr);
+    /* Nor does a plain request on the TLS port reach the check. */
+    login(addr[0], "trudy", ALICE_PW, "", 2);
+    stop_server(&srv, SIGTERM, "login-server");
+    slurp(tls_log, text, sizeof text);
+    cr_assert(contains(text, "alice: OK") && contains(text, "alice: DENIED"), "log: %s", text);
+    cr_assert_not(contains(text, "mallory"), "log: %s", text);
+    cr_assert_not(contains(text, "trudy"), "log: %s", text);
+    cr_assert_not(contains(text, "warning"), "log: %s", text);
+}
+
+Test(examples, tls_options_are_checked)
+{
+    make_temp_dir();
+    char users[64], out[256];
+    snprintf(users, sizeof users, "%s/users", temp_dir);
+    add_user("alice", "pw", users);
+    /* Half a pair, or an option without its file: usage, exit 2. */
+    static const char *const usage[][6] = {
+        { EXAMPLE("echo-server"), "--tls-cert", "c.pem", "127.0.0.1:0" },
+        { EXAMPLE("echo-server"), "--tls-key", "k.pem" },
+        { EXAMPLE("echo-server"), "127.0.0.1:0", "--tls-cert" },
+        { EXAMPLE("client"), "127.0.0.1:1", "--tls-ca" },
+        { EXAMPLE("client"), "--tls-cert", "c.pem", "127.0.0.1:1" },
+        { EXAMPLE("login-server"), "--tls-key", "k.pem", "127.0.0.1:0", "users" },
+        { EXAMPLE("login-client"), "127.0.0.1:1", "alice", "--tls-ca" },
+    };
+    for (size_t i = 0; i < sizeof usage / sizeof usage[0]; i++) {
+        const char *argv[7] = { 0 };
+        memcpy(argv, usage[i], sizeof usage[i]);
+        assert_exit_code(run(argv, "pw", out, sizeof out), 2, argv[0]);
+        cr_assert(contains(last_stderr, "usage:") && contains(last_stderr, "--tls-"),
+                  "%s %s: stderr '%s'", argv[0], argv[1], last_stderr);
+        cr_assert_str_empty(out);
+    }
+    if (!sm_tls_available()) {
+        tls_missing_is_said_clearly();
+        return;
+    }
+    /* Files that cannot be used: an error that says which, and no listener. */
+    make_certs();
+    const char *none = "/nonexistent/c.pem";
+    const char *missing[] = { EXAMPLE("echo-server"), "--tls-cert", none, "--tls-key", none,
+                              "127.0.0.1:0",          NULL };
+    assert_exit_code(run(missing, NULL, out, sizeof out), 1, "echo-server, no certificate");
+    cr_assert(contains(last_stderr, "certificate file"), "stderr: %s", last_stderr);
+    cr_assert_not(contains(out, "listening"));
+    const char *pem = cert("server.pem"), *other_key = cert("client.key");
+    const char *mismatch[] = { EXAMPLE("login-server"), "--tls-cert", pem, "--tls-key", other_key,
+                               "127.0.0.1:0",           users,        NULL };
+    assert_exit_code(run(mismatch, NULL, out, sizeof out), 1, "login-server, another's key");
+    cr_assert(contains(last_stderr, "mismatch"), "stderr: %s", last_stderr);
+    cr_assert_not(contains(out, "listening"));
 }

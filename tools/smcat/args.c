@@ -25,6 +25,18 @@ static void usage(FILE *f)
                "  -r, --retry             keep trying to connect (backoff) until it works\n"
                "  -t, --timeout MS        give up connecting (retrying) or waiting for a\n"
                "                          client after MS milliseconds\n"
+               "TLS (each --tls-* option implies --tls):\n"
+               "      --tls               connect over TLS, verifying the server against the\n"
+               "                          system's CAs and the host in ADDR\n"
+               "      --tls-ca FILE       verify against the CAs in FILE (PEM) instead; with\n"
+               "                          --listen: require client certificates they signed\n"
+               "      --tls-name NAME     the name the server's certificate must hold\n"
+               "                          (default: the host in ADDR; needed for unix:)\n"
+               "      --tls-insecure      do NOT verify the server: anyone on the path can\n"
+               "                          read and change everything (for tests only)\n"
+               "      --tls-cert FILE     own certificate chain (PEM): the client's, for\n"
+               "                          mutual TLS, or with --listen the server's (needed)\n"
+               "      --tls-key FILE      the private key of --tls-cert (PEM)\n"
                "Sending (default: stdin, one message per line):\n"
                "  -d, --data TEXT         send TEXT as one message (repeatable)\n"
                "  -f, --file PATH         send the file's contents as one message (repeatable)\n"
@@ -111,31 +123,39 @@ static int parse_choice(const char *opt, const char *what, const char *arg,
 
 /* Long-only options. */
 enum { OPT_STDIN_WHOLE = 256, OPT_STDIN_FRAMED, OPT_INTERVAL, OPT_EXPECT, OPT_HALF_CLOSE };
+enum { OPT_TLS = 300, OPT_TLS_CA, OPT_TLS_NAME, OPT_TLS_INSECURE, OPT_TLS_CERT, OPT_TLS_KEY };
 
-static const struct option long_options[] = { { "connect", required_argument, NULL, 'c' },
-                                              { "listen", required_argument, NULL, 'l' },
-                                              { "echo", no_argument, NULL, 'e' },
-                                              { "retry", no_argument, NULL, 'r' },
-                                              { "timeout", required_argument, NULL, 't' },
-                                              { "data", required_argument, NULL, 'd' },
-                                              { "file", required_argument, NULL, 'f' },
-                                              { "in", required_argument, NULL, 'i' },
-                                              { "stdin-whole", no_argument, NULL, OPT_STDIN_WHOLE },
-                                              { "stdin-framed", no_argument, NULL,
-                                                OPT_STDIN_FRAMED },
-                                              { "count", required_argument, NULL, 'n' },
-                                              { "interval", required_argument, NULL, OPT_INTERVAL },
-                                              { "format", required_argument, NULL, 'o' },
-                                              { "expect", required_argument, NULL, OPT_EXPECT },
-                                              { "no-wait", no_argument, NULL, 'N' },
-                                              { "half-close", no_argument, NULL, OPT_HALF_CLOSE },
-                                              { "recv-timeout", required_argument, NULL, 'w' },
-                                              { "max-frame", required_argument, NULL, 'm' },
-                                              { "verbose", no_argument, NULL, 'v' },
-                                              { "quiet", no_argument, NULL, 'q' },
-                                              { "help", no_argument, NULL, 'h' },
-                                              { "version", no_argument, NULL, 'V' },
-                                              { NULL, 0, NULL, 0 } };
+static const struct option long_options[] = {
+    { "connect", required_argument, NULL, 'c' },
+    { "listen", required_argument, NULL, 'l' },
+    { "echo", no_argument, NULL, 'e' },
+    { "retry", no_argument, NULL, 'r' },
+    { "timeout", required_argument, NULL, 't' },
+    { "data", required_argument, NULL, 'd' },
+    { "file", required_argument, NULL, 'f' },
+    { "in", required_argument, NULL, 'i' },
+    { "stdin-whole", no_argument, NULL, OPT_STDIN_WHOLE },
+    { "stdin-framed", no_argument, NULL, OPT_STDIN_FRAMED },
+    { "count", required_argument, NULL, 'n' },
+    { "interval", required_argument, NULL, OPT_INTERVAL },
+    { "format", required_argument, NULL, 'o' },
+    { "expect", required_argument, NULL, OPT_EXPECT },
+    { "no-wait", no_argument, NULL, 'N' },
+    { "half-close", no_argument, NULL, OPT_HALF_CLOSE },
+    { "recv-timeout", required_argument, NULL, 'w' },
+    { "max-frame", required_argument, NULL, 'm' },
+    { "tls", no_argument, NULL, OPT_TLS },
+    { "tls-ca", required_argument, NULL, OPT_TLS_CA },
+    { "tls-name", required_argument, NULL, OPT_TLS_NAME },
+    { "tls-insecure", no_argument, NULL, OPT_TLS_INSECURE },
+    { "tls-cert", required_argument, NULL, OPT_TLS_CERT },
+    { "tls-key", required_argument, NULL, OPT_TLS_KEY },
+    { "verbose", no_argument, NULL, 'v' },
+    { "quiet", no_argument, NULL, 'q' },
+    { "help", no_argument, NULL, 'h' },
+    { "version", no_argument, NULL, 'V' },
+    { NULL, 0, NULL, 0 }
+};
 static const char short_options[] = ":c:l:ert:d:f:i:n:o:Nw:m:vqhV";
 
 /* The option getopt just rejected, for the error line: a long one as
@@ -163,6 +183,51 @@ void msg_add(struct config *cfg, const uint8_t *data, size_t len, uint8_t *owned
 {
     cfg->msgs[cfg->nmsgs++] =
         (struct msg){ .data = data, .len = len, .owned = owned, .is_file = is_file };
+}
+
+/* --tls and --tls-*: each turns TLS on. */
+static void apply_tls_option(int opt, struct config *cfg)
+{
+    cfg->tls_on = true;
+    switch (opt) {
+    case OPT_TLS_CA: cfg->tls.ca_file = optarg; break;
+    case OPT_TLS_NAME: cfg->tls.server_name = optarg; break;
+    case OPT_TLS_INSECURE: cfg->tls.insecure_skip_verify = 1; break;
+    case OPT_TLS_CERT: cfg->tls.cert_file = optarg; break;
+    case OPT_TLS_KEY: cfg->tls.key_file = optarg; break;
+    default: break; /* --tls: the defaults, the system's CAs */
+    }
+}
+
+/* Checks the TLS options against each other and the mode. */
+static int check_tls(struct config *cfg)
+{
+    sm_tls_options *t = &cfg->tls;
+    if (!cfg->tls_on)
+        return 0;
+    if (!t->cert_file != !t->key_file)
+        return complain(EXIT_USAGE, "--tls-cert and --tls-key go together");
+    if (cfg->listen) {
+        if (t->server_name || t->insecure_skip_verify)
+            return complain(EXIT_USAGE, "--tls-name and --tls-insecure are for --connect");
+        if (!t->cert_file)
+            return complain(EXIT_USAGE, "TLS with --listen needs --tls-cert and --tls-key");
+        t->require_client_cert = t->ca_file != NULL; /* --tls-ca: mutual TLS */
+    } else if (t->insecure_skip_verify && (t->ca_file || t->server_name)) {
+        return complain(EXIT_USAGE, "--tls-insecure verifies nothing: --tls-ca and --tls-name "
+                                    "do not apply");
+    } else if (!t->insecure_skip_verify && !t->server_name &&
+               strncmp(cfg->connect, "unix:", 5) == 0) {
+        /* No host in the address: the certificate's name would go unchecked. */
+        return complain(EXIT_USAGE, "TLS over unix: needs --tls-name NAME, the name the "
+                                    "server's certificate must hold");
+    }
+    if (!sm_tls_available())
+        return complain(EXIT_FAIL, "TLS: this smcat was built without TLS (OpenSSL)");
+    if (t->insecure_skip_verify && !cfg->quiet)
+        complain(0, "warning: --tls-insecure: the server is not verified; anyone on the path "
+                    "can read and change the messages");
+    return 0;
 }
 
 /* Handles one option; returns 0, or an exit code (-1: exit 0 now). */
@@ -235,6 +300,12 @@ static int apply_option(int opt, char **argv, struct config *cfg, struct parse_s
             return EXIT_USAGE;
         cfg->max_frame = (uint32_t)v;
         return 0;
+    case OPT_TLS:
+    case OPT_TLS_CA:
+    case OPT_TLS_NAME:
+    case OPT_TLS_INSECURE:
+    case OPT_TLS_CERT:
+    case OPT_TLS_KEY: apply_tls_option(opt, cfg); return 0;
     case 'v': cfg->verbose = true; return 0;
     case 'q': cfg->quiet = true; return 0;
     case 'h': usage(stdout); return -1;
@@ -266,7 +337,7 @@ static int check_config(struct config *cfg, const struct parse_state *ps)
     if (cfg->expect == 0)
         cfg->no_wait = true; /* expecting nothing is not waiting */
     cfg->stdin_streamed = cfg->use_stdin && cfg->count == 1;
-    return 0;
+    return check_tls(cfg);
 }
 
 int parse_args(int argc, char **argv, struct config *cfg)

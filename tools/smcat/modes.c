@@ -52,6 +52,8 @@ static int connect_retrying(const struct config *cfg, sm_options *opt, sm_conn *
 int run_connect(const struct config *cfg)
 {
     sm_options opt = { .recv_timeout_ms = cfg->recv_timeout_ms, .max_frame = cfg->max_frame };
+    if (cfg->tls_on)
+        opt.tls = &cfg->tls; /* the handshake is part of connecting */
     sm_conn *conn;
     int rc;
     if (cfg->retry) {
@@ -76,6 +78,8 @@ int run_listen_one(const struct config *cfg)
     sm_options opt = { .accept_timeout_ms = cfg->timeout_ms,
                        .recv_timeout_ms = cfg->recv_timeout_ms,
                        .max_frame = cfg->max_frame };
+    if (cfg->tls_on)
+        opt.tls = &cfg->tls; /* sm_accept makes the handshake */
     sm_listener *l;
     sm_conn *conn;
     char where[SM_ADDRSTRLEN];
@@ -121,6 +125,9 @@ static void echo_open(sm_server *s, sm_conn_id id, void *arg)
     /* Kept for the disconnect line: the socket may be gone by then. */
     sm_server_set_data(s, id, peer);
     complain(0, "connection from %s", peer ? peer : "a client");
+    char subject[256];
+    if (sm_server_peer_cert(s, id, subject, sizeof subject) > 0)
+        complain(0, "%s: verified client certificate %s", peer ? peer : "a client", subject);
 }
 
 static void echo_message(sm_server *s, sm_conn_id id, const void *msg, size_t len, void *arg)
@@ -160,7 +167,9 @@ int run_echo(const struct config *cfg)
     int rc = sm_server_new(&echo_server, &h, &opt, NULL);
     if (rc < 0)
         return complain(EXIT_FAIL, "%s", sm_last_error());
-    if ((rc = sm_server_listen(echo_server, cfg->listen)) < 0) {
+    rc = cfg->tls_on ? sm_server_listen_tls(echo_server, cfg->listen, &cfg->tls)
+                     : sm_server_listen(echo_server, cfg->listen);
+    if (rc < 0) {
         int code = complain(exit_for_setup(rc), "%s", sm_last_error());
         sm_server_free(echo_server);
         return code;

@@ -215,6 +215,13 @@ int run_session(const struct config *cfg, sm_conn *conn, const char *how)
         snprintf(s.peer, sizeof s.peer, "peer");
     if (cfg->verbose)
         complain(0, "%s %s", how, s.peer);
+    char subject[256];
+    if (cfg->verbose && cfg->tls_on) {
+        if (sm_conn_peer_cert(conn, subject, sizeof subject) > 0)
+            complain(0, "TLS with %s: verified certificate %s", s.peer, subject);
+        else
+            complain(0, "TLS with %s: no verified certificate", s.peer);
+    }
     if (pipe(s.stop) < 0) {
         sm_close(conn);
         return complain(EXIT_FAIL, "pipe: %s", strerror(errno));

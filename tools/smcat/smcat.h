@@ -60,6 +60,8 @@ struct config {
     bool stdin_streamed; /* stdin sent as it is read (count 1) */
     struct msg *msgs;    /* --data/--file (or stdin with --count) */
     size_t nmsgs;
+    bool tls_on;        /* --tls or any --tls-* option */
+    sm_tls_options tls; /* for sm_options.tls and sm_server_listen_tls */
 };
 
 /* --- main.c --- */
