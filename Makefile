@@ -145,6 +145,10 @@ bench: lib $(BENCH_BIN)
 FUZZ_SECONDS ?= 60
 FUZZ_DIR     := build/fuzz
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(FUZZ_DIR)/%,$(wildcard tests/fuzz/fuzz_*.c))
+# fuzz_tls drives OpenSSL itself: left out of builds without it (TLS=0).
+ifneq ($(TLS),1)
+FUZZ_TARGETS := $(filter-out $(FUZZ_DIR)/fuzz_tls,$(FUZZ_TARGETS))
+endif
 FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE $(WARN) -g -O1 -fno-omit-frame-pointer \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Iinclude -Ilib
 
