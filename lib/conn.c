@@ -245,14 +245,10 @@ static int start_connect(const sm_addr *a, const char *text, int *family, int *p
 /* A client TLS session on connected (or, non-blocking, connecting) fd.
  * A blocking connection does the handshake now, within the connect
  * timeout; a non-blocking one does it in later calls (finish_connect). */
-static int start_tls(sm_tls **out, int fd, const sm_options *opt, const char *host, int pending)
+static int start_tls(sm_tls **out, sm_tls_ctx *ctx, int fd, const sm_options *opt, const char *host,
+                     int pending)
 {
-    sm_tls_ctx *ctx;
-    int rc = sm__tls_ctx_new(&ctx, opt->tls, 0);
-    if (rc)
-        return rc;
-    rc = sm__tls_new(out, ctx, fd, host);
-    sm__tls_ctx_unref(ctx); /* the session keeps its own reference */
+    int rc = sm__tls_new(out, ctx, fd, host);
     if (!rc && !opt->nonblocking && !pending) {
         rc = sm__set_nonblocking(fd); /* TLS waits through poll and the deadline */
         if (!rc)
@@ -263,6 +259,30 @@ static int start_tls(sm_tls **out, int fd, const sm_options *opt, const char *ho
         *out = NULL;
     }
     return rc;
+}
+
+/* The connected (or, non-blocking, connecting) stream to a. */
+static int open_stream(const sm_addr *a, const char *text, const sm_options *opt, int *family,
+                       int *pending)
+{
+    *family = AF_UNIX;
+    *pending = 0;
+    if (opt->nonblocking)
+        return start_connect(a, text, family, pending);
+    if (!a->is_unix)
+        return connect_tcp(a, text, opt->connect_timeout_ms, family);
+    int fd = connect_unix(a, sm__deadline(opt->connect_timeout_ms));
+    return fd < 0 ? sm__error_set(fd, "connect to %s", text) : fd;
+}
+
+/* A client's TLS context, made before connecting so that a bad file is
+ * the error reported, not the state of the network. */
+static int client_tls(sm_tls_ctx **ctx, const sm_options *opt, const sm_addr *a)
+{
+    if (a->is_unix && !opt->tls->server_name && !opt->tls->insecure_skip_verify)
+        return sm__error_set(SM_EINVAL, "TLS over a Unix socket needs server_name: there is "
+                                        "no host name in the address to verify");
+    return sm__tls_ctx_new(ctx, opt->tls, 0);
 }
 
 SM_API int sm_connect_opts(sm_conn **out, const char *addr, const sm_options *opts)
@@ -277,35 +297,25 @@ SM_API int sm_connect_opts(sm_conn **out, const char *addr, const sm_options *op
         rc = sm__addr_parse(&a, addr);
     if (rc)
         return rc;
-    int family = AF_UNIX, pending = 0;
-    int fd;
-    if (!a.is_unix && strcmp(a.port, "0") == 0) {
+    if (!a.is_unix && strcmp(a.port, "0") == 0)
         return sm__error_set(SM_EADDR, "connect to %s: port 0 is only for listening", addr);
-    } else if (opt.nonblocking) {
-        fd = start_connect(&a, addr, &family, &pending);
-        if (fd < 0)
-            return fd;
-    } else if (a.is_unix) {
-        fd = connect_unix(&a, sm__deadline(opt.connect_timeout_ms));
-        if (fd < 0)
-            return sm__error_set(fd, "connect to %s", addr);
-    } else {
-        fd = connect_tcp(&a, addr, opt.connect_timeout_ms, &family);
-        if (fd < 0)
-            return fd;
-    }
+    sm_tls_ctx *ctx = NULL;
+    if (opt.tls && (rc = client_tls(&ctx, &opt, &a)) != 0)
+        return rc;
+    int family, pending;
+    int fd = open_stream(&a, addr, &opt, &family, &pending);
     sm_tls *tls = NULL;
-    if (opt.tls) {
-        rc = start_tls(&tls, fd, &opt,
-                       a.is_unix   ? NULL
-                       : a.host[0] ? a.host
-                                   : "localhost",
-                       pending);
+    if (fd >= 0 && ctx) {
+        const char *host = a.is_unix ? NULL : a.host[0] ? a.host : "localhost";
+        rc = start_tls(&tls, ctx, fd, &opt, host, pending);
         if (rc) {
             close(fd);
-            return rc;
+            fd = rc;
         }
     }
+    sm__tls_ctx_unref(ctx); /* a session keeps its own reference */
+    if (fd < 0)
+        return fd;
     sm_conn *c = NULL;
     rc = sm__conn_new(fd, family, &opt, tls, &c);
     if (rc || !c) {
@@ -399,7 +409,7 @@ SM_API int sm_connect_retry(sm_conn **out, const char *addr, const sm_options *o
     sm_backoff b;
     sm__backoff_init(&b, 0, 0);
     sm_options o;
-    int rc = sm__options_resolve(&o, opts);
+    int rc = sm__options_resolve(&o, opts), cause = 0;
     if (rc)
         return rc;
     for (;;) {
@@ -410,9 +420,11 @@ SM_API int sm_connect_retry(sm_conn **out, const char *addr, const sm_options *o
         rc = sm_connect_opts(out, addr, &o);
         if (!rc || !worth_retrying(rc))
             return rc;
+        if (rc != SM_ETIMEDOUT || !cause)
+            cause = rc; /* a try cut short by max_wait_ms is not the cause */
         left = until - sm__now_ms();
         if (left <= 0)
-            return rc; /* sm_last_error() still names the last try */
+            return sm__error_set(cause, "connect to %s: gave up after %d ms", addr, max_wait_ms);
         int wait = sm__backoff_next(&b);
         sleep_ms(wait < left ? wait : (int)left);
     }
@@ -629,6 +641,8 @@ static int recv_fail(sm_conn *c, int rc, int resumable, const char *what)
 {
     if (!(resumable && rc == SM_ETIMEDOUT))
         c->recv_error = rc;
+    if (rc == SM_ETLS || rc == SM_EVERIFY)
+        return rc; /* sm_last_error() keeps OpenSSL's reason, set by the TLS layer */
     return sm__error_set(would_block(c, rc), "receive %s", what);
 }
 

@@ -216,18 +216,26 @@ static int tls_error(int rc, const char *what)
     return sm__error_set(rc, "TLS %s%s%s", what, reason[0] ? ": " : "", reason);
 }
 
+/* Names the file that failed: OpenSSL's reason does not. */
+static int file_error(const char *what, const char *path)
+{
+    char where[300];
+    snprintf(where, sizeof where, "%s %s", what, path ? path : "");
+    return tls_error(SM_ETLS, where);
+}
+
 static int load_files(SSL_CTX *ssl, const sm_tls_options *o)
 {
     if ((o->ca_file || o->ca_dir) && SSL_CTX_load_verify_locations(ssl, o->ca_file, o->ca_dir) != 1)
-        return tls_error(SM_ETLS, "CA file or directory");
+        return file_error("CA file or directory", o->ca_file ? o->ca_file : o->ca_dir);
     if (!o->ca_file && !o->ca_dir && SSL_CTX_set_default_verify_paths(ssl) != 1)
         return tls_error(SM_ETLS, "system CA store");
     if (o->cert_file && SSL_CTX_use_certificate_chain_file(ssl, o->cert_file) != 1)
-        return tls_error(SM_ETLS, "certificate file");
+        return file_error("certificate file", o->cert_file);
     if (o->key_file && SSL_CTX_use_PrivateKey_file(ssl, o->key_file, SSL_FILETYPE_PEM) != 1)
-        return tls_error(SM_ETLS, "key file");
+        return file_error("key file", o->key_file);
     if (o->cert_file && SSL_CTX_check_private_key(ssl) != 1)
-        return tls_error(SM_ETLS, "key does not match the certificate");
+        return file_error("key does not match the certificate", o->cert_file);
     return 0;
 }
 

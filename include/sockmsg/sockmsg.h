@@ -102,7 +102,9 @@ typedef struct sm_tls_options {
                             * client's for mutual TLS */
     const char *key_file;     /* its private key (PEM) */
     const char *server_name;  /* client: the name to verify (and send as SNI);
-                              * NULL: the host of the address */
+                              * NULL: the host of the address.  Over a Unix
+                              * socket there is none: set it, or connecting
+                              * fails with SM_EINVAL */
     int require_client_cert;  /* server: mutual TLS, clients must present a
                               * certificate that verifies against ca_file */
     int insecure_skip_verify; /* client: do NOT verify the server.  Anyone on
