@@ -310,6 +310,40 @@ run never --connect "unix:$tmp/never.sock" --retry --timeout 300 --data x
 expect_rc "--retry --timeout with no server" 6
 ok
 
+# The waits are libsockmsg's backoff (sm_connect_retry: 100 ms, doubling
+# with jitter up to 5 s), and --timeout bounds them all: smcat gives up
+# once it has passed, not before and not a whole wait later.
+t0=$(date +%s%N)
+run never2 --connect "unix:$tmp/never.sock" --retry --timeout 1500 --verbose --data x
+took=$((($(date +%s%N) - t0) / 1000000))
+expect_rc "--retry --timeout 1500 with no server" 6
+[ "$took" -ge 1500 ] || fail "--retry --timeout 1500 gave up after $took ms"
+[ "$took" -lt 4000 ] || fail "--retry --timeout 1500 gave up only after $took ms"
+grep -q 'gave up after 1500 ms (--timeout)' "$tmp/never2.err" || fail "--timeout 1500: no 'gave up' line"
+grep -q 'trying again until it works' "$tmp/never2.err" || fail "--retry --verbose said nothing"
+ok
+
+# A server that comes 2.5 s later (the waits have grown past 1 s by then)
+# is reached within the longest wait, 5 s, of its start.
+start later --connect "unix:$tmp/later2.sock" --retry --data hi --expect 1
+sleep 2.5
+start laterserver --listen "unix:$tmp/later2.sock" --echo
+t0=$(date +%s%N)
+finish later 10
+took=$((($(date +%s%N) - t0) / 1000000))
+expect_rc "--retry, a server 2.5 s late" 0
+[ "$(cat "$tmp/later.out")" = hi ] || fail "--retry, a server 2.5 s late: got '$(cat "$tmp/later.out")'"
+[ "$took" -lt 6000 ] || fail "--retry reached a server $took ms after it started"
+stop laterserver
+ok
+
+# An address that cannot work is not tried again: exit 3 at once.
+run badretry --connect no-port-here --retry --data x
+expect_rc "--retry with a malformed address" 3
+run badname --connect no-such-host.invalid:7 --retry --timeout 20000 --data x
+expect_rc "--retry with a name that does not resolve" 3
+ok
+
 # --- 6. --help, --version, --quiet ------------------------------------------
 run help --help
 expect_rc "--help" 0

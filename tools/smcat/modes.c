@@ -2,51 +2,31 @@
  * --listen --echo (any number of clients, on libsockmsg's event server). */
 #include "smcat.h"
 
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
 
-/* --retry: first pause between connect attempts, and the longest. */
-#define RETRY_FIRST_MS 10
-#define RETRY_MAX_MS 500
-
-static bool retryable(int rc)
-{
-    return rc == -ECONNREFUSED || rc == -ENOENT || rc == -ECONNRESET || rc == -ECONNABORTED ||
-           rc == -EHOSTUNREACH || rc == -ENETUNREACH || rc == -EAGAIN || rc == -ETIMEDOUT ||
-           rc == SM_ETIMEDOUT;
-}
-
-/* Connects, with --retry again and again (backoff doubling up to
- * RETRY_MAX_MS) until it works or --timeout has passed. */
+/* --retry: libsockmsg's sm_connect_retry tries again while nobody listens
+ * yet (refused, no such Unix socket, unreachable, timed out), waiting
+ * from 100 ms, doubling with jitter up to 5 s, until it connects or
+ * --timeout has passed.  Each try is bounded by --timeout too. */
 static int connect_retrying(const struct config *cfg, sm_options *opt, sm_conn **conn)
 {
-    int64_t deadline = now_ms() + cfg->timeout_ms;
-    int wait = RETRY_FIRST_MS;
-    for (;;) {
-        int64_t left = deadline - now_ms();
-        if (cfg->timeout_ms)
-            opt->connect_timeout_ms = left > 1 ? (int)left : 1;
-        int rc = sm_connect_opts(conn, cfg->connect, opt);
-        if (rc == 0)
-            return 0;
-        if (!retryable(rc))
-            return complain(exit_for_setup(rc), "%s", sm_last_error());
-        left = deadline - now_ms();
-        if (cfg->timeout_ms && left <= 0)
-            return complain(EXIT_TIMEOUT, "gave up after %d ms (--timeout): %s", cfg->timeout_ms,
-                            sm_last_error());
-        if (cfg->verbose)
-            complain(0, "%s; retrying in %d ms", sm_last_error(), wait);
-        struct timespec ts = { wait / 1000, (long)(wait % 1000) * 1000000 };
-        if (cfg->timeout_ms && left < wait)
-            ts = (struct timespec){ left / 1000, (long)(left % 1000) * 1000000 };
-        nanosleep(&ts, NULL);
-        wait = wait * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : wait * 2;
-    }
+    if (cfg->verbose)
+        complain(0, "connecting to %s, trying again until it works%s", cfg->connect,
+                 cfg->timeout_ms ? " or --timeout passes" : "");
+    opt->connect_timeout_ms = cfg->timeout_ms;
+    int64_t start = now_ms();
+    int rc = sm_connect_retry(conn, cfg->connect, opt, cfg->timeout_ms);
+    if (rc == 0)
+        return 0;
+    /* It gives up early only on errors a retry cannot mend (a bad
+     * address, say); at the deadline, the last try's error is kept. */
+    if (cfg->timeout_ms && now_ms() - start >= cfg->timeout_ms)
+        return complain(EXIT_TIMEOUT, "gave up after %d ms (--timeout): %s", cfg->timeout_ms,
+                        sm_last_error());
+    return complain(exit_for_setup(rc), "%s", sm_last_error());
 }
 
 int run_connect(const struct config *cfg)
