@@ -645,6 +645,12 @@ typedef struct sm_dial_options {
  * that was partly written, which is dropped so the peer never sees half a
  * frame.  Nothing still queued is lost.
  *
+ * A link ends with sm_server_disconnect, or when the server stops or is
+ * freed: one that is up then gets on_close (SM_ESTOPPED); one that is down
+ * ends without a call, so keep what you gave sm_server_set_data for it
+ * reachable elsewhere too.  (Inside its own on_close a link cannot be
+ * disconnected yet: do it from a timer or sm_server_call.)
+ *
  * Errors: SM_EINVAL (NULL argument, a negative interval), SM_EADDR
  * (malformed, or port 0), SM_ENOMEM.  Loop thread only.
  */
