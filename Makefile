@@ -118,7 +118,10 @@ $(BUILD)/examples/%: examples/%.c $(STATIC)
 # built when installed (make deps), reported as "not installed" when not.
 HAVE_ZMQ := $(shell pkg-config --exists libzmq 2>/dev/null && echo yes)
 HAVE_NNG := $(shell echo '\#include <nng/nng.h>' | $(CC) -E -x c - >/dev/null 2>&1 && echo yes)
-BENCH_TRANSPORTS := sockmsg raw-naive raw-buffered raw-buffered-64k $(if $(HAVE_ZMQ),zmq) $(if $(HAVE_NNG),nng)
+# The TLS transports (sockmsg-tls, raw-tls: OpenSSL by hand) are built
+# when the library is built with OpenSSL (TLS=1, found by pkg-config).
+BENCH_TLS := $(if $(filter 1,$(TLS)),sockmsg-tls raw-tls)
+BENCH_TRANSPORTS := sockmsg raw-naive raw-buffered raw-buffered-64k $(if $(HAVE_ZMQ),zmq) $(if $(HAVE_NNG),nng) $(BENCH_TLS)
 BENCH_RUN := $(or $(BENCH_ONLY),$(BENCH_TRANSPORTS))
 BENCH_BIN := $(BENCH_RUN:%=$(BUILD)/bench/bench-%)
 BENCH_COMMON := bench/bench.c bench/rawsock.c
@@ -127,10 +130,18 @@ $(BUILD)/bench/bench-zmq: EXTRA_LIBS = $(shell pkg-config --libs libzmq 2>/dev/n
 $(BUILD)/bench/bench-nng: EXTRA_LIBS = -lnng
 # raw-buffered-64k is raw-buffered.c built with the earlier receive sizes.
 $(BUILD)/bench/bench-raw-buffered-64k: bench/transport-raw-buffered.c
+# sockmsg-tls sees the library's SSL_new and SSL_CTX_ctrl through --wrap
+# (what a session negotiated; SSL_MODE_RELEASE_BUFFERS off on request).
+$(BUILD)/bench/bench-sockmsg-tls $(BUILD)/bench/bench-raw-tls: bench/tlssock.c bench/tlssock.h
+$(BUILD)/bench/bench-sockmsg-tls $(BUILD)/bench/bench-raw-tls: EXTRA_SRC = bench/tlssock.c
+$(BUILD)/bench/bench-sockmsg-tls $(BUILD)/bench/bench-raw-tls: EXTRA_CFLAGS = $(shell pkg-config --cflags openssl)
+$(BUILD)/bench/bench-raw-tls: EXTRA_LIBS = $(shell pkg-config --libs openssl)
+$(BUILD)/bench/bench-sockmsg-tls: EXTRA_LIBS = $(shell pkg-config --libs openssl) \
+    -Wl,--wrap=SSL_new,--wrap=SSL_CTX_ctrl
 
 $(BUILD)/bench/bench-%: bench/transport-%.c $(BENCH_COMMON) bench/bench.h bench/rawsock.h $(STATIC)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $< $(BENCH_COMMON) $(STATIC) $(ALL_LDFLAGS) $(EXTRA_LIBS) -o $@
+	$(CC) $(ALL_CFLAGS) $(EXTRA_CFLAGS) $< $(BENCH_COMMON) $(EXTRA_SRC) $(STATIC) $(ALL_LDFLAGS) $(EXTRA_LIBS) -o $@
 
 # Benchmarks report figures as ratios within one run; they never assert
 # timings.  QUICK=1 is a smoke run; BENCH_ONLY=sockmsg limits transports.

@@ -23,6 +23,7 @@
 #define RUN_LIMIT_S 300  /* no run may take longer than this */
 
 int bench_more; /* the "more" variant: see t_send() */
+char bench_note[256];
 static int ready_pipe = -1;
 
 void bench_die(const char *what, const char *detail)
@@ -150,8 +151,10 @@ static int lat_client(int port, size_t size, long warm, long count)
     }
     t_close(c);
     qsort(rtt, (size_t)count, sizeof *rtt, compare_double);
-    printf("transport=%s workload=lat size=%zu count=%ld mean_us=%.2f p50_us=%.2f p99_us=%.2f\n",
-           t_name, size, count, sum / (double)count, rtt[count / 2], rtt[count * 99 / 100]);
+    printf("transport=%s workload=lat size=%zu count=%ld mean_us=%.2f p50_us=%.2f "
+           "p99_us=%.2f%s%s\n",
+           t_name, size, count, sum / (double)count, rtt[count / 2], rtt[count * 99 / 100],
+           bench_note[0] ? " " : "", bench_note);
     free(msg);
     free(rtt);
     return 0;
@@ -199,9 +202,10 @@ static int thr_client(int port, size_t size, long count)
     if (len != 2 || memcmp(ack, "ok", 2) != 0)
         bench_die("thr client", "no acknowledgement");
     t_close(c);
-    printf("transport=%s workload=thr size=%zu count=%ld more=%d msgs_per_s=%.0f mb_per_s=%.1f\n",
+    printf("transport=%s workload=thr size=%zu count=%ld more=%d msgs_per_s=%.0f "
+           "mb_per_s=%.1f%s%s\n",
            t_name, size, count, bench_more, (double)count / t,
-           (double)count * (double)size / t / 1e6);
+           (double)count * (double)size / t / 1e6, bench_note[0] ? " " : "", bench_note);
     free(msg);
     return 0;
 }
@@ -219,8 +223,9 @@ static int server_client(int port, pid_t server, int conns, int rounds)
         return -1;
     }
     printf("transport=%s workload=server conns=%d rounds=%d open_s=%.3f trips_per_s=%.0f "
-           "rss_kib_per_conn=%.3f\n",
-           t_name, conns, rounds, r.open_s, r.trips_per_s, r.rss_kib_per_conn);
+           "rss_kib_per_conn=%.3f%s%s\n",
+           t_name, conns, rounds, r.open_s, r.trips_per_s, r.rss_kib_per_conn,
+           bench_note[0] ? " " : "", bench_note);
     return 0;
 }
 
@@ -441,6 +446,71 @@ out:
     return rc;
 }
 
+/* ---- hs: connections opened one after another, one echo each ---- */
+
+int bench_hs_clients(int port, int count, int echoes, struct bench_hs_result *r)
+{
+    int warm = count < 10 ? count : 10, rc = -1;
+    double *each = malloc((size_t)count * sizeof *each), t0 = 0;
+    uint8_t msg[BENCH_ECHO_SIZE];
+    for (int i = 0; each && i < warm + count; i++) {
+        if (i == warm)
+            t0 = bench_now();
+        if (i > warm && bench_now() - t0 > RUN_LIMIT_S) {
+            fprintf(stderr, "bench-%s: hs: only %d connections in %d s\n", t_name, i - warm,
+                    RUN_LIMIT_S);
+            goto out;
+        }
+        double start = bench_now();
+        bench_conn *c;
+        if (t_connect(port, &c) < 0) {
+            fprintf(stderr, "bench-%s: hs: connection %d failed\n", t_name, i);
+            goto out;
+        }
+        for (int k = 0; k < echoes; k++) {
+            const uint8_t *echo = NULL;
+            uint64_t seq = bench_echo_seq(i, k);
+            bench_fill(msg, sizeof msg, seq);
+            ssize_t len = t_send(c, msg, sizeof msg, 0) < 0 ? -1 : t_recv(c, &echo);
+            if (bench_check(echo, len, sizeof msg, seq, 1) < 0) {
+                fprintf(stderr, "bench-%s: hs: connection %d: no right echo\n", t_name, i);
+                t_close(c);
+                goto out;
+            }
+        }
+        t_close(c);
+        if (i >= warm)
+            each[i - warm] = (bench_now() - start) * 1e3;
+    }
+    if (!each)
+        goto out;
+    r->conns_per_s = count / (bench_now() - t0);
+    qsort(each, (size_t)count, sizeof *each, compare_double);
+    r->p50_ms = each[count / 2];
+    r->p99_ms = each[count * 99 / 100];
+    rc = 0;
+out:
+    free(each);
+    return rc;
+}
+
+static int hs_client(int port, int count, int echoes, int raw)
+{
+    struct bench_hs_result r = { 0 };
+    int rc = t_hs_clients(port, count, echoes, raw, &r);
+    if (rc == BENCH_UNSUPPORTED)
+        return rc;
+    if (rc < 0) {
+        fprintf(stderr, "bench-%s: hs workload: the client failed\n", t_name);
+        return -1;
+    }
+    printf("transport=%s workload=hs client=%s count=%d echoes=%d conns_per_s=%.1f p50_ms=%.3f "
+           "p99_ms=%.3f%s%s\n",
+           t_name, raw ? "raw" : t_name, count, echoes, r.conns_per_s, r.p50_ms, r.p99_ms,
+           bench_note[0] ? " " : "", bench_note);
+    return 0;
+}
+
 /* Raises the soft limit on descriptors to need if it is below; -1 when
  * the hard limit does not allow it. */
 static int fd_limit(long need)
@@ -467,7 +537,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: bench-%s lat SIZE COUNT | thr SIZE COUNT [more] | server CONNS ROUNDS |\n"
             "       conn CONNS ECHOES [raw] | links CONNS ROUNDS dialled|accepted |\n"
-            "       reconnect PAUSE_MS TIMES\n",
+            "       reconnect PAUSE_MS TIMES | hs COUNT ECHOES [raw]\n",
             t_name);
     exit(2);
 }
@@ -689,6 +759,11 @@ int main(int argc, char **argv)
         pid = start_server(serve_echo, 0, 0, &port);
         /* Port 0: the transport has no echo server. */
         rc = port > 0 ? conn_client(port, (int)a, (int)b, raw) : BENCH_UNSUPPORTED;
+        kill(pid, SIGTERM);
+        terminated = 1;
+    } else if (strcmp(workload, "hs") == 0 && a > 0 && a <= 1000000 && b >= 0 && b <= 1000) {
+        pid = start_server(serve_echo, 0, 0, &port);
+        rc = port > 0 ? hs_client(port, (int)a, (int)b, raw) : BENCH_UNSUPPORTED;
         kill(pid, SIGTERM);
         terminated = 1;
     } else {

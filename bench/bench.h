@@ -17,6 +17,10 @@
  *     bench-<transport> reconnect PAUSE_MS TIMES   a dialled link whose
  *         echo server is killed and, PAUSE_MS later, restarted on its port,
  *         TIMES times: from listening again to the first echo back
+ *     bench-<transport> hs COUNT ECHOES [raw]   COUNT connections opened one
+ *         after another to the transport's echo server, each with ECHOES
+ *         round trips, then closed (over TLS, a full handshake each); "raw":
+ *         sockmsg-tls's connections are the OpenSSL baseline's instead
  *
  * The server side runs in a child process, on 127.0.0.1 and a port the
  * kernel picks.  Output is one line of key=value pairs; the exit status is
@@ -102,7 +106,25 @@ struct bench_reconnect_result {
 };
 int t_reconnect(int pause_ms, int times, struct bench_reconnect_result *r);
 
+/* The hs workload's client side, against t_echo_server on port: COUNT
+ * connections one after another, each opened (t_connect), used for
+ * `echoes` round trips of a BENCH_ECHO_SIZE message and closed before the
+ * next; bench_hs_clients() does it with the transport's own calls.  raw
+ * != 0 asks for the hand-written client where the transport has another
+ * (sockmsg-tls: OpenSSL's); the others return BENCH_UNSUPPORTED for it. */
+struct bench_hs_result {
+    double conns_per_s; /* connections opened, used and closed per second */
+    double p50_ms;      /* one connection, median */
+    double p99_ms;
+};
+int t_hs_clients(int port, int count, int echoes, int raw, struct bench_hs_result *r);
+
 /* ---- supplied by bench.c ---- */
+
+/* Extra key=value pairs a transport may set (e.g. the TLS version and
+ * cipher it negotiated); appended to the output line of lat, thr, server
+ * and hs. */
+extern char bench_note[256];
 
 /* Set for the "more" variant of thr: the sender says more follow. */
 extern int bench_more;
@@ -133,6 +155,9 @@ double bench_now(void);
 long bench_rss_kib(pid_t pid);
 int bench_framed_clients(int port, pid_t server, int conns, int rounds,
                          struct bench_echo_result *r);
+/* The hs workload with t_connect, t_send, t_recv and t_close; the first
+ * few connections (up to 10) are not counted. */
+int bench_hs_clients(int port, int count, int echoes, struct bench_hs_result *r);
 /* The hand-written conn client: non-blocking connect() on every socket,
  * epoll for writability, then the echoes; see t_conn_clients(). */
 int bench_raw_conn_clients(int port, int conns, int echoes, struct bench_conn_result *r);

@@ -5,6 +5,8 @@ Each repetition runs every row for every transport in turn, so slow phases
 of a noisy machine hit all transports alike; ratios to raw-buffered (the
 strong hand-written baseline) are taken within one repetition, then the
 median of those ratios is reported.
+The TLS transports (sockmsg-tls, raw-tls) have a section of their own,
+with ratios to raw-tls (OpenSSL by hand) and certificates made for the run.
 Writes a Markdown results file and (with gnuplot) a PNG chart of the ratios.
 Exit status 1 if any run failed (a content or count mismatch included).
 """
@@ -12,10 +14,12 @@ import argparse
 import datetime
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 
 # Columns: (name, program, extra argument).  sockmsg-more is the fast path
 # for streams: SM_MORE on the sender, sm_recv_view on the receiver.
@@ -84,6 +88,62 @@ RECONNECT = {"full": (1000, 5), "quick": (300, 3)}
 LINKS_TARGET = 0.9      # dialled ≥ 0.9× accepted, round trips/s
 RECONNECT_SLACK_MS = 10  # reconnect ≤ the current backoff wait + 10 ms
 
+# TLS (OpenSSL): a section of its own, its ratios to raw-tls, OpenSSL by
+# hand.  Columns: (name, program, extra argument, environment).
+# sockmsg-tls-keep is sockmsg-tls with SSL_MODE_RELEASE_BUFFERS cleared
+# from the library's contexts (BENCH_TLS_KEEP_BUFFERS=1, see
+# transport-sockmsg-tls.c), to show what the mode costs.  The certificates
+# are made once per run by tests/tls/make-certs.sh into a temporary
+# directory (BENCH_TLS_DIR), removed at the end.
+TLS_PROGRAMS = ("raw-tls", "sockmsg-tls")
+KEEP = {"BENCH_TLS_KEEP_BUFFERS": "1"}
+TLS_COLUMNS = [
+    ("raw-tls", "raw-tls", None, None),
+    ("sockmsg-tls", "sockmsg-tls", None, None),
+    ("sockmsg-tls-more", "sockmsg-tls", "more", None),
+    ("sockmsg-tls-keep", "sockmsg-tls", None, KEEP),
+]
+TLS_BASE = "raw-tls"
+# Rows as ROWS (the keys are the same as there, so the plain sockmsg
+# figure of the same repetition is at hand); counts sized for about a
+# second here.
+TLS_ROWS = [
+    ("lat64", "RTT 64 B, mean", "lat", 64, "mean_us", "µs", False, (20000, {})),
+    ("lat1k", "RTT 1 KiB, mean", "lat", 1024, "mean_us", "µs", False, (20000, {})),
+    ("thr64", "64 B one-way", "thr", 64, "msgs_per_s", "M msg/s", True,
+     (100000, {"sockmsg-tls-more": 2000000})),
+    ("thr1k", "1 KiB one-way", "thr", 1024, "msgs_per_s", "M msg/s", True,
+     (50000, {"sockmsg-tls-more": 300000})),
+    ("thr64k", "64 KiB one-way", "thr", 65536, "mb_per_s", "GB/s", True, (5000, {})),
+    ("thr1m", "1 MiB one-way", "thr", 1048576, "mb_per_s", "GB/s", True, (500, {})),
+]
+TLS_TARGETS = [
+    # (text, row, column, "le"/"ge", bound): per-repetition ratio to raw-tls
+    ("1 MiB one-way ≥ 0.9× raw-tls", "thr1m", "sockmsg-tls", "ge", 0.9),
+    ("RTT 64 B, mean, ≤ 1.1× raw-tls", "lat64", "sockmsg-tls", "le", 1.1),
+]
+# The echo servers with 1,000 clients: (key, label, program, environment).
+# The plain cell is sm_server with the hand-written epoll clients (as the
+# sockmsg cell of the 1,000 clients row); the others get the same loop
+# with OpenSSL non-blocking on each socket (tlssock.c).
+TLS_SERVERS = [
+    ("plain", "`sm_server`, plain listener, plain clients", "sockmsg", None),
+    ("tls", "`sm_server`, TLS listener", "sockmsg-tls", None),
+    ("keep", "`sm_server`, TLS listener, buffers kept", "sockmsg-tls", KEEP),
+    ("raw", "raw-tls epoll server (OpenSSL by hand)", "raw-tls", None),
+]
+TLS_CLIENTS = 1000
+TLS_ROUNDS = {"full": 100, "quick": 10}
+# Connections one after another, each a full handshake and one echo:
+# (key, label, program, extra argument).
+TLS_HS = [
+    ("plain", "sockmsg client → `sm_server`, plain (no TLS)", "sockmsg", None),
+    ("tls", "sockmsg-tls client → `sm_server` TLS", "sockmsg-tls", None),
+    ("raw-client", "OpenSSL client → `sm_server` TLS", "sockmsg-tls", "raw"),
+    ("raw", "OpenSSL client → OpenSSL server (raw-tls)", "raw-tls", None),
+]
+TLS_HS_COUNT = {"full": 1000, "quick": 100}
+
 TARGETS = [
     # (text, row, column, against, "le"/"ge", bound); time ratios for lat
     ("RTT 64 B ≤ 1.05× raw-naive", "lat64", "sockmsg", ["raw-naive"], "le", 1.05),
@@ -96,10 +156,11 @@ TARGETS = [
 ]
 
 
-def run_one(prog, args, timeout):
-    """Runs a benchmark program; returns (status, fields)."""
+def run_one(prog, args, timeout, env=None):
+    """Runs a benchmark program (env: variables to add); returns (status, fields)."""
     proc = subprocess.Popen([prog] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            env=dict(os.environ, **env) if env else None)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -202,6 +263,55 @@ def collect_peers(build, rep, reps, quick, peers, status, log):
     peers["reconnect"].extend(zip(*lists))
 
 
+def tls_cell_args(row, column, quick):
+    """Arguments of a TLS table cell: row_args with the TLS counts."""
+    key, _, workload, size, _, _, _, (count, over) = row
+    count = over.get(column, count)
+    if quick:
+        count = max(count // 20, 100)
+    return [workload, str(size), str(count)]
+
+
+def collect_tls(build, programs, rep, reps, quick, tls, status, log):
+    """One repetition of the TLS section: tls["table"][row][column],
+    tls["server"][key] and tls["hs"][key] get a figure (dict) per run;
+    tls["negotiated"][program] what the last run reported."""
+    mode = "quick" if quick else "full"
+
+    def run(kind, key, prog, args, env=None):
+        if status.get((kind, key)) or prog not in programs:
+            return None
+        st, f = run_one(os.path.join(build, "bench", "bench-" + prog), args, 300, env)
+        shown = next((f[k] for k in ("mean_us", "msgs_per_s", "trips_per_s", "conns_per_s")
+                      if k in f), "")
+        log(f"rep {rep + 1}/{reps} {kind:10} {key:16} {st} {shown}")
+        if st != "ok":
+            status[(kind, key)] = st
+            return None
+        if "tls" in f:
+            tls["negotiated"][prog] = (f["tls"], f["cipher"], f["group"])
+        return f
+
+    for row in TLS_ROWS:
+        for name, prog, extra, env in TLS_COLUMNS:
+            args = tls_cell_args(row, name, quick) + ([extra] if extra else [])
+            f = run("tls:" + row[0], name, prog, args, env)
+            if f:
+                tls["table"][row[0]][name].append(float(f[row[4]]))
+                if "p50_us" in f:
+                    tls["p50"][row[0]][name].append(float(f["p50_us"]))
+    for key, _, prog, env in TLS_SERVERS:
+        f = run("tls:server", key, prog,
+                ["server", str(TLS_CLIENTS), str(TLS_ROUNDS[mode])], env)
+        if f:
+            tls["server"][key].append({k: float(f[k]) for k in
+                                       ("trips_per_s", "rss_kib_per_conn", "open_s")})
+    for key, _, prog, extra in TLS_HS:
+        f = run("tls:hs", key, prog, ["hs", str(TLS_HS_COUNT[mode]), "1"] + ([extra] if extra else []))
+        if f:
+            tls["hs"][key].append({k: float(f[k]) for k in ("conns_per_s", "p50_ms", "p99_ms")})
+
+
 def collect(build, programs, reps, quick, log):
     """results[row][column] = list of per-repetition figures; status[(row,
     column)] = why a cell has none; peers: the dialled-link runs
@@ -209,6 +319,11 @@ def collect(build, programs, reps, quick, log):
     results = {row[0]: {c: [] for c, _, _ in COLUMNS} for row in ROWS}
     status = {}
     peers = {"links": [], "reconnect": []}
+    tls = {"table": {row[0]: {c[0]: [] for c in TLS_COLUMNS} for row in TLS_ROWS},
+           "p50": {row[0]: {c[0]: [] for c in TLS_COLUMNS} for row in TLS_ROWS},
+           "server": {c[0]: [] for c in TLS_SERVERS}, "hs": {c[0]: [] for c in TLS_HS},
+           "negotiated": {}}
+    run_tls = any(p in programs for p in TLS_PROGRAMS)
     for rep in range(reps):
         for row in ROWS:
             key, figure = row[0], row[4]
@@ -230,9 +345,11 @@ def collect(build, programs, reps, quick, log):
                     status[(key, name)] = st
                     continue
                 results[key][name].append(float(fields[figure]))
+        if run_tls:
+            collect_tls(build, programs, rep, reps, quick, tls, status, log)
         if "sockmsg" in programs:
             collect_peers(build, rep, reps, quick, peers, status, log)
-    return results, status, peers
+    return results, status, peers, tls
 
 
 def fmt(v, unit):
@@ -388,6 +505,178 @@ of every repetition.
 """ + "\n".join(targets)
 
 
+def tls_section(tls, results, status, progs, quick):
+    """The TLS figures, ratios and targets, as Markdown."""
+    mode = "quick" if quick else "full"
+    states = {"failed": "FAILED", "timed out": "TIMED OUT", "unsupported": "n/a"}
+
+    def why(kind, key, prog):
+        st = status.get((kind, key))
+        if st:
+            return states[st]
+        if prog not in progs[1]:
+            return "not installed"
+        return "not run" if prog not in progs[0] else "—"
+
+    def ratio(a, b, higher, f=lambda v: f"{v:.2f}×"):
+        """Median (min–max) of per-repetition speed ratios of a to b."""
+        n = min(len(a), len(b))
+        r = [(a[i] / b[i] if higher else b[i] / a[i]) for i in range(n) if a[i] > 0 and b[i] > 0]
+        return med_range(r, f) if r else None
+
+    names = [c[0] for c in TLS_COLUMNS]
+    head = "| | " + " | ".join(names) + " | sockmsg, plain |\n|---|" + "---:|" * (len(names) + 1)
+    absolute, rel = [head], ["| | " + " | ".join(names[1:]) +
+                             " | sockmsg-tls / sockmsg, plain |\n|---|" + "---:|" * len(names)]
+    for row in TLS_ROWS:
+        key, unit, higher = row[0], row[5], row[6]
+        cells, rcells = [], []
+        for name, prog, _, _ in TLS_COLUMNS:
+            v = tls["table"][key][name]
+            cells.append(cell(v, unit) or why("tls:" + key, name, prog))
+            if name != TLS_BASE:
+                rcells.append(ratio(v, tls["table"][key][TLS_BASE], higher) or
+                              why("tls:" + key, name, prog))
+        plain = results.get(key, {}).get("sockmsg", [])
+        cells.append(cell(plain, unit) or why(key, "sockmsg", "sockmsg"))
+        rcells.append(ratio(tls["table"][key]["sockmsg-tls"], plain, higher) or "—")
+        absolute.append(f"| {row[1]} ({unit}) | " + " | ".join(cells) + " |")
+        rel.append(f"| {row[1]} | " + " | ".join(rcells) + " |")
+
+    srv = tls["server"]
+    shead = "| | " + " | ".join(c[1] for c in TLS_SERVERS) + " |\n|---|" + "---:|" * len(TLS_SERVERS)
+    srows = [shead]
+    for label_, field, scale, f in [
+            (f"{TLS_CLIENTS:,} clients echoing (k trips/s)", "trips_per_s", 1e-3, None),
+            ("server RSS per idle connection (KiB)", "rss_kib_per_conn", 1, lambda v: f"{v:.1f}"),
+            (f"opening the {TLS_CLIENTS:,}, handshakes included (s)", "open_s", 1,
+             lambda v: f"{v:.2f}")]:
+        cells = []
+        for key, _, prog, _ in TLS_SERVERS:
+            v = [x[field] * scale for x in srv[key]]
+            cells.append((med_range(v, f) if f else med_range(v)) if v else
+                         why("tls:server", key, prog))
+        srows.append(f"| {label_} | " + " | ".join(cells) + " |")
+    plain_rate = [x["trips_per_s"] for x in srv["plain"]]
+    cells = []
+    for key, _, prog, _ in TLS_SERVERS:
+        r = ratio([x["trips_per_s"] for x in srv[key]], plain_rate, True)
+        cells.append(r or why("tls:server", key, prog) if key != "plain" else "1×")
+    srows.append("| echo rate / plain, same repetition | " + " | ".join(cells) + " |")
+
+    hs = tls["hs"]
+    hrows = ["| client → server | connections/s | one connection, p50 (ms) | p99 (ms) | "
+             "rate / OpenSSL → OpenSSL |", "|---|---:|---:|---:|---:|"]
+    base = [x["conns_per_s"] for x in hs["raw"]]
+    for key, label_, prog, _ in TLS_HS:
+        v = hs[key]
+        if not v:
+            w = why("tls:hs", key, prog)
+            hrows.append(f"| {label_} | {w} | {w} | {w} | — |")
+            continue
+        r = ratio([x["conns_per_s"] for x in v], base, True) or "—"
+        hrows.append(f"| {label_} | {med_range([x['conns_per_s'] for x in v])} | "
+                     f"{statistics.median(x['p50_ms'] for x in v):.2f} | "
+                     f"{statistics.median(x['p99_ms'] for x in v):.2f} | {r} |")
+
+    targets = ["| target | measured (median of per-repetition ratios) | met |", "|---|---:|---|"]
+    for text, key, column, op, bound in TLS_TARGETS:
+        mine, base = tls["table"][key][column], tls["table"][key][TLS_BASE]
+        n = min(len(mine), len(base))
+        if n == 0:
+            targets.append(f"| {text} | not measured | — |")
+            continue
+        # the figures' own ratio: time for RTT, rate for one-way
+        r = statistics.median(mine[i] / base[i] for i in range(n))
+        met = r <= bound if op == "le" else r >= bound
+        p50, p50_base = tls["p50"][key][column], tls["p50"][key][TLS_BASE]
+        m = min(len(p50), len(p50_base))
+        also = (f" (p50: {statistics.median(p50[i] / p50_base[i] for i in range(m)):.2f}×)"
+                if m else "")
+        targets.append(f"| {text} | {r:.2f}×{also} | {'yes' if met else 'NO'} |")
+    neg = "; ".join(f"{p}: {' '.join(v)}" for p, v in sorted(tls["negotiated"].items())) or "—"
+    return f"""## TLS (OpenSSL {version_of(["pkg-config", "--modversion", "openssl"])})
+
+Negotiated, as each program reported its last connection: {neg}.
+Medians (min–max over repetitions).
+
+{chr(10).join(absolute)}
+
+Speed relative to raw-tls in the same repetition (> 1 is faster); the last
+column is sockmsg-tls relative to plain sockmsg (the main table's run in
+the same repetition): what TLS costs the library.
+
+{chr(10).join(rel)}
+
+### {TLS_CLIENTS:,} clients: TLS against plain
+
+{chr(10).join(srows)}
+
+### Handshakes: {TLS_HS_COUNT[mode]:,} connections one after another
+
+Each a full handshake (TLS 1.3, no resumption), one 64-byte echo, close.
+
+{chr(10).join(hrows)}
+
+### Targets (TLS with OpenSSL)
+
+{chr(10).join(targets)}"""
+
+
+def tls_notes(quick):
+    """What the TLS section measures, precisely."""
+    mode = "quick" if quick else "full"
+    return f"""- TLS section.  Certificates: made once per run by
+  `tests/tls/make-certs.sh` into a temporary directory that is removed at
+  the end (a P-256 ECDSA server certificate for localhost and 127.0.0.1,
+  signed by a CA made for the run); every client verifies the server
+  against that CA and the address 127.0.0.1.  Both sides use OpenSSL's
+  defaults for protocol, cipher suites and groups; the line under the
+  section's heading shows what each program negotiated.
+- raw-tls, the baseline of the TLS ratios: OpenSSL by hand, as a first
+  program does it.  Blocking TCP sockets with TCP_NODELAY; one `SSL_CTX`
+  per process with no modes or options set (so no
+  `SSL_MODE_RELEASE_BUFFERS`); each message is an `SSL_write` of the 4-byte
+  length, then one of the payload (two records); receiving, `SSL_read`s of
+  exactly 4 bytes, then of the payload into a buffer grown to the largest
+  message.  Its server for many clients is a one-thread epoll echo server
+  with OpenSSL non-blocking on each socket (TCP_NODELAY): one `SSL_read` of
+  up to 16 KiB (a record) per readiness, more while `SSL_pending`, the
+  replies to one read in one `SSL_write`, a peer not read while its
+  output waits.
+- sockmsg-tls: the library with `sm_options.tls` (client: `ca_file`;
+  listener: `cert_file`, `key_file`) for lat and thr, and `sm_server` with
+  `sm_server_listen_tls` for the server and handshake rows.  sockmsg-tls-more
+  is its stream fast path (`SM_MORE` + `sm_recv_view`); raw-tls has none.
+  sockmsg-tls-keep is sockmsg-tls with `SSL_MODE_RELEASE_BUFFERS` cleared
+  from the mode the library sets on its contexts (the bench program is
+  linked with `-Wl,--wrap=SSL_CTX_ctrl`; the library itself is unchanged,
+  and each run checks that the mode was seen and reports the mode of the
+  session, `release_buffers=`): the difference is what the mode costs.
+- {TLS_CLIENTS:,} clients: the same hand-written epoll clients as the main
+  table's server rows ({TLS_ROUNDS[mode]} round trips each, one 64-byte
+  message in flight per client, timed over all of them), over TLS with
+  OpenSSL non-blocking in the same loop: each socket connected (blocking
+  `connect`), then its handshake driven in the loop, at most 16 in flight
+  at once; a request is one `SSL_write` of the whole 68-byte frame.  The
+  plain cell is `sm_server` with a plain listener and the plain clients.
+  RSS per idle connection: the server's RSS growth from before the first
+  connection to when all {TLS_CLIENTS:,} are idle after one echo each,
+  divided by {TLS_CLIENTS:,}; it includes what the heap keeps of the
+  handshakes, which is why the clients pace them (all {TLS_CLIENTS:,} at
+  once left `sm_server` at 29 KiB per connection instead of 15 when
+  measured on 2026-12-02).  The client process does as much cryptography
+  as the server, so with few cores the TLS echo rates are the pair's.
+- Handshakes: one client opens {TLS_HS_COUNT[mode]:,} connections one after
+  another (the first 10 not counted) to the transport's echo server; each
+  does a full TLS 1.3 handshake (no session is ever reused), one 64-byte
+  echo, and is closed (close_notify, not waited for) before the next.
+  The sockmsg-tls client is `sm_connect_opts` with `sm_options.tls`, which
+  makes a new OpenSSL context for every connection (reading the CA file
+  each time); the OpenSSL client keeps one context.  The plain row is the
+  same loop without TLS (`sm_connect`, against `sm_server`)."""
+
+
 def chart(results, path, date):
     """Grouped bars of speed relative to raw-buffered, log scale."""
     names = [c for c, _, _ in COLUMNS if any(results[r[0]][c] for r in ROWS)]
@@ -515,7 +804,7 @@ def notes(quick):
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--build", default="build")
-    every = " ".join(dict.fromkeys(p for _, p, _ in COLUMNS))
+    every = " ".join(dict.fromkeys([p for _, p, _ in COLUMNS] + list(TLS_PROGRAMS)))
     ap.add_argument("--transports", default=every, help="the programs to run")
     ap.add_argument("--available", default=every,
                     help="the programs this machine can build (else: not installed)")
@@ -525,15 +814,39 @@ def main():
     ap.add_argument("--chart", default="docs/bench-ratios.png")
     args = ap.parse_args()
 
-    built = {p for _, p, _ in COLUMNS
+    built = {p for p in every.split()
              if os.path.exists(os.path.join(args.build, "bench", "bench-" + p))}
     progs = (set(args.transports.split()) & built, set(args.available.split()))
     reps = 1 if args.quick else max(args.reps, 3)
     date = datetime.date.today().isoformat()
     start = datetime.datetime.now()
-    results, status, peers = collect(args.build, progs[0], reps, args.quick,
-                                     lambda s: print(s, flush=True))
+    # The TLS transports' certificates: made for this run, removed after it.
+    tls_dir = None
+    if any(p in progs[0] for p in TLS_PROGRAMS):
+        tls_dir = tempfile.mkdtemp(prefix="sockmsg-bench-tls.")
+        script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "tests", "tls", "make-certs.sh")
+        os.environ["BENCH_TLS_DIR"] = tls_dir
+    try:
+        if tls_dir:
+            subprocess.run(["sh", script, tls_dir], check=True, timeout=120)
+        results, status, peers, tls = collect(args.build, progs[0], reps, args.quick,
+                                              lambda s: print(s, flush=True))
+    except (OSError, subprocess.SubprocessError) as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if tls_dir:
+            shutil.rmtree(tls_dir, ignore_errors=True)
     absolute, ratios = tables(results, status, progs, args.quick)
+    if any(p in progs[0] for p in TLS_PROGRAMS):
+        tls_text = tls_section(tls, results, status, progs, args.quick) + \
+            "\n\nNotes on the TLS section:\n\n" + tls_notes(args.quick)
+    else:
+        tls_text = "## TLS (OpenSSL)\n\n" + (
+            "not run (BENCH_ONLY left out raw-tls and sockmsg-tls)"
+            if any(p in progs[1] for p in TLS_PROGRAMS)
+            else "not installed (the library was built without OpenSSL)")
     minutes = (datetime.datetime.now() - start).total_seconds() / 60
     zmq = version_of(["pkg-config", "--modversion", "libzmq"])
     nng = version_of(["dpkg-query", "-W", "-f", "${Version}", "libnng-dev"])
@@ -565,6 +878,8 @@ repetition against the best named competitor, median over repetitions.
 {target_table(results, args.quick)}
 
 {peers_section(peers, status, progs, args.quick)}
+
+{tls_text}
 """
     if args.quick:
         out = os.path.join(args.build, f"bench-quick-{date}.md")

@@ -212,3 +212,10 @@ int t_reconnect(int pause_ms, int times, struct bench_reconnect_result *r)
     (void)pause_ms, (void)times, (void)r;
     return BENCH_UNSUPPORTED;
 }
+
+/* No hs workload: no echo server. */
+int t_hs_clients(int port, int count, int echoes, int raw, struct bench_hs_result *r)
+{
+    (void)port, (void)count, (void)echoes, (void)raw, (void)r;
+    return BENCH_UNSUPPORTED;
+}

@@ -380,3 +380,10 @@ int t_reconnect(int pause_ms, int times, struct bench_reconnect_result *r)
     (void)pause_ms, (void)times, (void)r;
     return BENCH_UNSUPPORTED;
 }
+
+/* Its own client is the hand-written one, raw or not. */
+int t_hs_clients(int port, int count, int echoes, int raw, struct bench_hs_result *r)
+{
+    (void)raw;
+    return bench_hs_clients(port, count, echoes, r);
+}

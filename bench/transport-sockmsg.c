@@ -622,3 +622,10 @@ out:
     }
     return rc;
 }
+
+/* The library's blocking client (sm_connect, sm_send, sm_recv, sm_close);
+ * no other client of its own. */
+int t_hs_clients(int port, int count, int echoes, int raw, struct bench_hs_result *r)
+{
+    return raw ? BENCH_UNSUPPORTED : bench_hs_clients(port, count, echoes, r);
+}
