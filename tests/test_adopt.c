@@ -4,68 +4,23 @@
  * one), and sockets handed to the event server: sm_server_adopt,
  * sm_server_listen_fd and systemd socket activation.
  */
-#include <criterion/criterion.h>
-#include <sockmsg/sockmsg.h>
+#include "support/support.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <pthread.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 
-/* A message of len bytes whose content depends on seed and offset. */
-static uint8_t *message(size_t len, unsigned seed)
-{
-    uint8_t *m = malloc(len ? len : 1);
-    for (size_t i = 0; i < len; i++)
-        m[i] = (uint8_t)(i * 31 + seed * 7 + i / 253);
-    return m;
-}
-
-static void expect_message(sm_conn *from, size_t len, unsigned seed)
-{
-    void *got = NULL;
-    ssize_t n = sm_recv_alloc(from, &got);
-    cr_assert_eq(n, (ssize_t)len, "received %zd of %zu: %s", n, len, sm_last_error());
-    uint8_t *want = message(len, seed);
-    cr_assert_arr_eq(got, want, len, "message %u arrived intact", seed);
-    free(want);
-    free(got);
-}
-
-struct sender {
-    sm_conn *c;
-    size_t len;
-    unsigned seed;
-    int rc;
-};
-
-static void *send_in_thread(void *arg)
-{
-    struct sender *s = arg;
-    uint8_t *m = message(s->len, s->seed);
-    s->rc = sm_send(s->c, m, s->len);
-    free(m);
-    return NULL;
-}
-
-/* Sends from a to b in a thread (large messages fill any buffer), and
- * checks what b receives. */
+/* A message of len bytes from a to b, sent from a thread and received
+ * with sm_recv_alloc: tests/support's trip checks every byte. */
 static void pass(sm_conn *a, sm_conn *b, size_t len, unsigned seed)
 {
-    struct sender s = { a, len, seed, 1 };
-    pthread_t t;
-    pthread_create(&t, NULL, send_in_thread, &s);
-    expect_message(b, len, seed);
-    pthread_join(t, NULL);
-    cr_assert_eq(s.rc, 0, "send: %s", sm_strerror(s.rc));
+    trip(a, b, len, 1, seed, "adopted");
 }
 
 static void round_trips(sm_conn *a, sm_conn *b)
@@ -180,29 +135,29 @@ Test(adopt, bad_descriptors_are_errors_and_stay_the_callers)
 
 /* ---- the event server ---- */
 
-static void echo(sm_server *s, sm_conn_id id, const void *msg, size_t len, void *arg)
-{
-    (void)arg;
-    sm_server_send(s, id, msg, len);
-}
-
-static void *run(void *arg)
-{
-    sm_server_run(arg);
-    return NULL;
-}
-
 static void expect_echo(sm_conn *c)
 {
-    cr_assert_eq(sm_send(c, "hello", 5), 0, "%s", sm_last_error());
-    char buf[16];
-    cr_assert_eq(sm_recv(c, buf, sizeof buf), 5, "%s", sm_last_error());
-    cr_assert_arr_eq(buf, "hello", 5);
+    send_text(c, "hello");
+    expect_text(c, "hello");
+}
+
+/* c, connected to s, gets its echo while s runs on a thread; then c is
+ * closed and s stopped and freed. */
+static void echo_through(sm_server *s, sm_conn *c)
+{
+    struct idle_srv x;
+    pthread_t t;
+    idle_start(&x, s, &t);
+    expect_echo(c);
+    sm_close(c);
+    sm_server_stop(s);
+    pthread_join(t, NULL);
+    sm_server_free(s);
 }
 
 Test(adopt, server_serves_a_socket_it_is_given)
 {
-    sm_server_handlers h = { .on_message = echo };
+    sm_server_handlers h = { .on_message = echo_message };
     sm_server *s;
     cr_assert_eq(sm_server_new(&s, &h, NULL, NULL), 0);
     int sv[2];
@@ -217,38 +172,18 @@ Test(adopt, server_serves_a_socket_it_is_given)
     cr_expect(is_open(p[0]), "a failed adopt leaves the fd open");
     close(p[0]);
     close(p[1]);
-    pthread_t t;
-    pthread_create(&t, NULL, run, s);
     sm_conn *c;
     cr_assert_eq(sm_conn_adopt(&c, sv[0], sv[0], NULL), 0);
-    expect_echo(c);
-    sm_close(c);
-    sm_server_stop(s);
-    pthread_join(t, NULL);
-    sm_server_free(s);
-}
-
-/* A listening TCP socket on 127.0.0.1 with a free port; returns the fd
- * and writes "127.0.0.1:PORT" into addr. */
-static int tcp_listener(char *addr, size_t cap)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in in = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    cr_assert_eq(bind(fd, (struct sockaddr *)&in, sizeof in), 0);
-    cr_assert_eq(listen(fd, 16), 0);
-    socklen_t len = sizeof in;
-    getsockname(fd, (struct sockaddr *)&in, &len);
-    snprintf(addr, cap, "127.0.0.1:%u", ntohs(in.sin_port));
-    return fd;
+    echo_through(s, c);
 }
 
 Test(adopt, server_listens_on_a_socket_it_is_given)
 {
-    sm_server_handlers h = { .on_message = echo };
+    sm_server_handlers h = { .on_message = echo_message };
     sm_server *s;
     cr_assert_eq(sm_server_new(&s, &h, NULL, NULL), 0);
-    char addr[64], where[SM_ADDRSTRLEN];
-    int fd = tcp_listener(addr, sizeof addr);
+    char addr[SM_ADDRSTRLEN], where[SM_ADDRSTRLEN];
+    int fd = raw_listener(addr);
     int index = sm_server_listen_fd(s, fd);
     cr_assert_eq(index, 0, "%s", sm_last_error());
     cr_assert_gt(sm_server_addr(s, index, where, sizeof where), 0);
@@ -258,15 +193,9 @@ Test(adopt, server_listens_on_a_socket_it_is_given)
     cr_expect_eq(sm_server_listen_fd(s, sv[0]), SM_EINVAL, "a connected socket does not listen");
     close(sv[0]);
     close(sv[1]);
-    pthread_t t;
-    pthread_create(&t, NULL, run, s);
     sm_conn *c;
     cr_assert_eq(sm_connect(&c, addr), 0, "%s", sm_last_error());
-    expect_echo(c);
-    sm_close(c);
-    sm_server_stop(s);
-    pthread_join(t, NULL);
-    sm_server_free(s);
+    echo_through(s, c);
     cr_expect_not(is_open(fd), "the server closed the listener it owned");
 }
 
@@ -289,13 +218,18 @@ Test(adopt, listen_inherited_ignores_a_variable_meant_for_another_process)
  * LISTEN_PID=the server's pid, then exec. */
 Test(adopt, echo_server_serves_a_socket_from_systemd, .timeout = 20)
 {
-    char addr[64];
-    int fd = tcp_listener(addr, sizeof addr);
+    char addr[SM_ADDRSTRLEN];
+    int fd = raw_listener(addr);
+    pid_t parent = getpid();
     pid_t pid = fork();
     cr_assert_geq(pid, 0);
     if (pid == 0) {
         char me[32];
-        if (dup2(fd, 3) < 0)
+        /* Never outliving the test; fd 3 inherited (raw_listener's socket
+         * is close-on-exec, and dup2 onto itself would keep that). */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+            _exit(126);
+        if ((fd != 3 && dup2(fd, 3) < 0) || fcntl(3, F_SETFD, 0) < 0)
             _exit(126);
         snprintf(me, sizeof me, "%ld", (long)getpid());
         setenv("LISTEN_PID", me, 1);
@@ -306,13 +240,11 @@ Test(adopt, echo_server_serves_a_socket_from_systemd, .timeout = 20)
         _exit(127);
     }
     close(fd);
-    sm_conn *c;
-    sm_options o = { .recv_timeout_ms = 5000 };
-    cr_assert_eq(sm_connect_opts(&c, addr, &o), 0, "%s", sm_last_error());
+    sm_conn *c = client_to(addr);
     expect_echo(c);
     sm_close(c);
     kill(pid, SIGTERM);
     int status = 0;
-    waitpid(pid, &status, 0);
+    cr_assert(reap(pid, WAIT_MS, &status), "echo-server did not stop on SIGTERM");
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "echo-server exited cleanly");
 }

@@ -3,34 +3,14 @@
  * embeddable server (sm_server_fd, sm_server_timeout, sm_server_run_once),
  * timers, calls from other threads, and pausing one client.
  */
-#include <criterion/criterion.h>
-#include <sockmsg/sockmsg.h>
+#include "support/support.h"
 
 #include <errno.h>
 #include <poll.h>
-#include <pthread.h>
-#include <stdatomic.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
 
 static short poll_events(int want)
 {
@@ -58,22 +38,13 @@ struct dripper {
     int pieces;
 };
 
-static uint8_t pattern(size_t i, unsigned frame)
-{
-    return (uint8_t)(i * 13 + frame * 101 + i / 509);
-}
-
 static void *drip_frames(void *arg)
 {
     struct dripper *d = arg;
     for (unsigned f = 0; f < 3; f++) {
         uint8_t *buf = malloc(4 + d->len);
-        buf[0] = (uint8_t)(d->len >> 24);
-        buf[1] = (uint8_t)(d->len >> 16);
-        buf[2] = (uint8_t)(d->len >> 8);
-        buf[3] = (uint8_t)d->len;
-        for (size_t i = 0; i < d->len; i++)
-            buf[4 + i] = pattern(i, f);
+        put32(buf, (uint32_t)d->len);
+        pattern_fill(buf + 4, d->len, f);
         for (size_t off = 0; off < 4 + d->len; off += 1024) {
             size_t n = 4 + d->len - off < 1024 ? 4 + d->len - off : 1024;
             if (send(d->fd, buf + off, n, MSG_NOSIGNAL) != (ssize_t)n)
@@ -91,22 +62,6 @@ static void on_tick(sm_server *s, uint64_t id, void *arg)
     (void)s;
     (void)id;
     atomic_fetch_add((atomic_int *)arg, 1);
-}
-
-/* Takes one message with the given call; returns its length or an error. */
-static ssize_t take(sm_conn *c, int call, uint8_t *buf, size_t cap)
-{
-    if (call == 0)
-        return sm_recv(c, buf, cap);
-    const void *view;
-    void *copy;
-    ssize_t n = call == 1 ? sm_recv_alloc(c, &copy) : sm_recv_view(c, &view);
-    if (n >= 0) {
-        memcpy(buf, call == 1 ? copy : view, (size_t)n);
-        if (call == 1)
-            free(copy);
-    }
-    return n;
 }
 
 Test(loop, large_frames_in_pieces_never_block_or_spin_the_loop, .timeout = 60)
@@ -133,14 +88,14 @@ Test(loop, large_frames_in_pieces_never_block_or_spin_the_loop, .timeout = 60)
         sm_server_run_once(s, 0);
         for (;;) {
             int64_t before = now_ms();
-            ssize_t n = take(c, got, buf, LEN); /* recv, then alloc, then view */
+            ssize_t n = recv_by(c, (enum recv_call)got, buf, LEN); /* recv, alloc, view */
             if (now_ms() - before > longest_call)
                 longest_call = now_ms() - before;
             if (n == SM_EAGAIN)
                 break;
             cr_assert_eq(n, LEN, "frame %d: %zd %s", got, n, sm_last_error());
             for (size_t i = 0; i < LEN; i += 61)
-                cr_assert_eq(buf[i], pattern(i, (unsigned)got), "frame %d byte %zu", got, i);
+                cr_assert_eq(buf[i], pattern_byte(i, (unsigned)got), "frame %d byte %zu", got, i);
             got++;
         }
     }
@@ -191,12 +146,24 @@ Test(loop, nonblocking_send_holds_what_the_socket_cannot_take)
     cr_assert_eq(have, want, "every message that returned 0 arrived (%zu of %zu)", have, want);
     for (int i = 0; i < sent; i++) {
         const uint8_t *f = buf + (size_t)i * (4 + sizeof msg);
-        cr_assert(f[0] == 0 && f[1] == 0 && f[2] == 3 && f[3] == 0xe8, "frame %d header", i);
+        cr_assert_eq(get32(f), sizeof msg, "frame %d header", i);
     }
     cr_expect_eq(sm_conn_events(c), SM_WANT_READ, "nothing held any more");
     free(buf);
     close(peer);
     sm_close(c);
+}
+
+/* A non-blocking connection to where, once its fd is writable: connected
+ * or refused. */
+static sm_conn *connect_and_poll(const char *where)
+{
+    sm_options o = { .nonblocking = 1 };
+    sm_conn *c;
+    cr_assert_eq(sm_connect_opts(&c, where, &o), 0, "%s", sm_last_error());
+    struct pollfd p = { sm_conn_fd(c), POLLOUT, 0 };
+    cr_assert_eq(poll(&p, 1, 5000), 1);
+    return c;
 }
 
 Test(loop, nonblocking_connect_completes_through_the_fd)
@@ -225,9 +192,7 @@ Test(loop, nonblocking_connect_completes_through_the_fd)
     sm_close(c);
     /* Nobody listens there now: the refusal comes back through the fd. */
     sm_listener_close(l);
-    cr_assert_eq(sm_connect_opts(&c, where, &o), 0, "%s", sm_last_error());
-    struct pollfd p = { sm_conn_fd(c), POLLOUT, 0 };
-    cr_assert_eq(poll(&p, 1, 5000), 1);
+    c = connect_and_poll(where);
     cr_expect_eq(sm_conn_connected(c), -ECONNREFUSED);
     cr_expect_eq(sm_send(c, "x", 1), -ECONNREFUSED, "the error sticks");
     cr_expect_eq(sm_recv(c, buf, sizeof buf), -ECONNREFUSED);
@@ -250,15 +215,9 @@ Test(loop, run_once_with_zero_never_waits)
     sm_server_free(s);
 }
 
-static void echo(sm_server *s, sm_conn_id id, const void *msg, size_t len, void *arg)
-{
-    (void)arg;
-    sm_server_send(s, id, msg, len);
-}
-
 Test(loop, server_fd_is_pollable_and_run_once_serves)
 {
-    sm_server_handlers h = { .on_message = echo };
+    sm_server_handlers h = { .on_message = echo_message };
     sm_server *s;
     cr_assert_eq(sm_server_new(&s, &h, NULL, NULL), 0);
     cr_assert_eq(sm_server_listen(s, "127.0.0.1:0"), 0);
@@ -404,12 +363,6 @@ static void *make_calls(void *arg)
     return NULL;
 }
 
-static void *run_loop(void *arg)
-{
-    sm_server_run(arg);
-    return NULL;
-}
-
 Test(threads, calls_run_on_the_loop_thread_in_order, .timeout = 30)
 {
     sm_server *s;
@@ -419,7 +372,8 @@ Test(threads, calls_run_on_the_loop_thread_in_order, .timeout = 30)
     for (int t = 0; t < 4; t++)
         for (int i = 0; i < 200; i++)
             calls[t][i] = (struct call){ &log, t, i };
-    pthread_create(&log.loop, NULL, run_loop, s);
+    struct idle_srv loop;
+    idle_start(&loop, s, &log.loop);
     pthread_t th[4];
     struct caller callers[4];
     for (int t = 0; t < 4; t++) {
@@ -483,7 +437,9 @@ Test(loop, a_paused_client_is_not_read_nor_closed_as_idle)
     sm_conn_id id;
     cr_assert_eq(sm_server_adopt(s, sv[1], &id), 0);
     cr_assert_eq(sm_server_pause(s, id), 0);
-    uint8_t frame[5] = { 0, 0, 0, 1, 'x' };
+    uint8_t frame[5];
+    put32(frame, 1);
+    frame[4] = 'x';
     for (int i = 0; i < 3; i++)
         cr_assert_eq(write(sv[0], frame, sizeof frame), (ssize_t)sizeof frame);
     run_for(s, 300);
@@ -495,6 +451,57 @@ Test(loop, a_paused_client_is_not_read_nor_closed_as_idle)
     run_for(s, 200);
     cr_expect_eq(atomic_load(&log.closes), 1, "idle for real now");
     cr_expect_eq(sm_server_pause(s, id), SM_ENOCONN);
+    sm_server_free(s);
+    close(sv[0]);
+}
+
+/* ---- smaller promises of the non-blocking mode ---- */
+
+Test(loop, nonblocking_accept_returns_eagain_at_once)
+{
+    sm_options o = { .nonblocking = 1, .accept_timeout_ms = 5000 };
+    sm_listener *l;
+    cr_assert_eq(sm_listen_opts(&l, "127.0.0.1:0", &o), 0);
+    sm_conn *c = NULL;
+    int64_t start = now_ms();
+    cr_expect_eq(sm_accept(l, &c), SM_EAGAIN);
+    cr_expect_lt(now_ms() - start, 1000, "it did not wait for the accept timeout");
+    cr_expect_null(c);
+    sm_listener_close(l);
+}
+
+Test(loop, a_failed_connect_is_reported_by_every_call)
+{
+    char where[SM_ADDRSTRLEN];
+    closed_addr("127.0.0.1:0", where);
+    sm_conn *c = connect_and_poll(where);
+    char buf[4];
+    cr_expect_eq(sm_recv(c, buf, sizeof buf), -ECONNREFUSED, "the first call learns it");
+    cr_expect_eq(sm_conn_connected(c), -ECONNREFUSED, "and sm_conn_connected still says so");
+    sm_close(c);
+}
+
+static void send_outside_a_handler(sm_server *s, sm_conn_id id)
+{
+    cr_assert_eq(sm_server_send(s, id, "late", 4), 0);
+    cr_expect_eq(sm_server_timeout(s), 0, "queued output asks for a call now");
+}
+
+Test(loop, output_queued_outside_a_handler_asks_for_a_call)
+{
+    sm_server *s;
+    cr_assert_eq(sm_server_new(&s, NULL, NULL, NULL), 0);
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    sm_conn_id id;
+    cr_assert_eq(sm_server_adopt(s, sv[1], &id), 0);
+    sm_server_run_once(s, 0);
+    cr_expect_eq(sm_server_timeout(s), -1);
+    send_outside_a_handler(s, id);
+    sm_server_run_once(s, sm_server_timeout(s));
+    uint8_t got[8];
+    cr_expect_eq(recv(sv[0], got, sizeof got, MSG_DONTWAIT), 8, "written by that call");
+    cr_expect_eq(sm_server_cancel_timer(NULL, 1), SM_EINVAL);
     sm_server_free(s);
     close(sv[0]);
 }

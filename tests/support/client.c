@@ -1,10 +1,12 @@
-/* The blocking API from the tests' side: listener/connection pairs and
- * clients that speak text.  All of it asserts. */
+/* The blocking API from the tests' side: listener/connection pairs,
+ * clients that speak text, receiving by each call and checked round
+ * trips.  All of it asserts. */
 #include "support.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -50,6 +52,13 @@ int raw_pair(const char *addr, const sm_options *o, sm_listener **l, sm_conn **s
     int rc = sm_accept(*l, server);
     cr_assert_eq(rc, 0, "sm_accept = %d: %s", rc, sm_last_error());
     return fd;
+}
+
+void closed_addr(const char *addr, char where[SM_ADDRSTRLEN])
+{
+    sm_listener *l;
+    start_listener(addr, NULL, &l, where);
+    sm_listener_close(l);
 }
 
 sm_conn *client_to(const char *addr)
@@ -121,4 +130,70 @@ void local_addr_of(sm_conn *c, char *buf, size_t cap)
     char ip[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &in.sin_addr, ip, sizeof ip);
     snprintf(buf, cap, "%s:%u", ip, ntohs(in.sin_port));
+}
+
+const char *const recv_call_name[] = { "sm_recv", "sm_recv_alloc", "sm_recv_view" };
+
+ssize_t recv_by(sm_conn *c, enum recv_call call, void *out, size_t cap)
+{
+    if (call == BY_RECV)
+        return sm_recv(c, out, cap);
+    void *alloc = (void *)1;
+    const void *view = (void *)1;
+    ssize_t n = call == BY_ALLOC ? sm_recv_alloc(c, &alloc) : sm_recv_view(c, &view);
+    const void *msg = call == BY_ALLOC ? alloc : view;
+    if (n < 0) {
+        cr_assert_null(msg, "%s: no message, yet *msg is set", recv_call_name[call]);
+        return n;
+    }
+    if ((size_t)n <= cap)
+        memcpy(out, msg, (size_t)n);
+    if (call == BY_ALLOC)
+        free(alloc);
+    return n;
+}
+
+/* trip's sender: one sm_send, on a thread of its own. */
+struct trip_send {
+    sm_conn *c;
+    const void *msg;
+    size_t len;
+    int rc;
+};
+
+static void *trip_send_run(void *arg)
+{
+    struct trip_send *t = arg;
+    t->rc = sm_send(t->c, t->msg, t->len);
+    return NULL;
+}
+
+void trip(sm_conn *from, sm_conn *to, size_t len, int alloc, unsigned seed, const char *what)
+{
+    uint8_t *msg = patterned(len, seed);
+    struct trip_send job = { from, msg, len, 1 };
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, trip_send_run, &job), 0);
+    uint8_t *got = NULL;
+    void *heap = NULL;
+    ssize_t n;
+    if (!alloc) {
+        /* Exactly len bytes: ASan catches a single byte written past it. */
+        got = malloc(len ? len : 1);
+        cr_assert_not_null(got);
+        n = sm_recv(to, got, len);
+    } else {
+        n = sm_recv_alloc(to, &heap);
+        got = heap;
+    }
+    const char *call = recv_call_name[alloc ? BY_ALLOC : BY_RECV];
+    cr_assert_eq(n, (ssize_t)len, "%s: %zu bytes via %s: got %zd (%s)", what, len, call, n,
+                 sm_last_error());
+    cr_assert_not_null(got, "%s: sm_recv_alloc gives a block even for 0 bytes", what);
+    pthread_join(t, NULL);
+    cr_assert_eq(job.rc, 0, "%s: sm_send(%zu) = %d %s", what, len, job.rc, sm_strerror(job.rc));
+    size_t bad = pattern_check(got, len, seed);
+    cr_assert_eq(bad, len, "%s: %zu bytes via %s differ at offset %zu", what, len, call, bad);
+    free(got);
+    free(msg);
 }

@@ -282,6 +282,11 @@ static void on_message(sm_server *s, sm_conn_id id, const void *msg, size_t len,
 /* Non-asserting core, usable in forked children. */
 int srv_open(struct srv **out, const sm_server_options *opt, int flags)
 {
+    return srv_open_at(out, "127.0.0.1:0", opt, flags);
+}
+
+int srv_open_at(struct srv **out, const char *addr, const sm_server_options *opt, int flags)
+{
     struct srv *v = calloc(1, sizeof *v);
     if (!v)
         return SM_ENOMEM;
@@ -291,10 +296,10 @@ int srv_open(struct srv **out, const sm_server_options *opt, int flags)
     atomic_init(&v->rc, 0);
     atomic_init(&v->messages, 0);
     atomic_init(&v->efull, 0);
-    sm_server_handlers h = { on_open, on_message, on_close };
+    sm_server_handlers h = { .on_open = on_open, .on_message = on_message, .on_close = on_close };
     int rc = sm_server_new(&v->s, &h, opt, v);
     if (rc == 0) {
-        rc = sm_server_listen(v->s, "127.0.0.1:0");
+        rc = sm_server_listen(v->s, addr);
         if (rc == 0)
             rc = sm_server_addr(v->s, 0, v->addr, sizeof v->addr);
         else if (rc > 0)
@@ -364,9 +369,14 @@ void srv_destroy(struct srv *v)
 /* Asserting wrappers for the tests themselves. */
 struct srv *server_new_only(const sm_server_options *opt, int flags)
 {
+    return server_new_at("127.0.0.1:0", opt, flags);
+}
+
+struct srv *server_new_at(const char *addr, const sm_server_options *opt, int flags)
+{
     struct srv *v = NULL;
-    int rc = srv_open(&v, opt, flags);
-    cr_assert_eq(rc, 0, "server: %s", sm_last_error());
+    int rc = srv_open_at(&v, addr, opt, flags);
+    cr_assert_eq(rc, 0, "server on %s: %s", addr, sm_last_error());
     return v;
 }
 
@@ -377,7 +387,12 @@ void server_start(struct srv *v)
 
 struct srv *server_up(const sm_server_options *opt, int flags)
 {
-    struct srv *v = server_new_only(opt, flags);
+    return server_up_at("127.0.0.1:0", opt, flags);
+}
+
+struct srv *server_up_at(const char *addr, const sm_server_options *opt, int flags)
+{
+    struct srv *v = server_new_at(addr, opt, flags);
     server_start(v);
     return v;
 }
@@ -531,6 +546,14 @@ void pair_down(struct pair *p)
     server_down(p->v);
 }
 
+/* For a bare server: every message back to its sender.  A send that
+ * fails is not reported (the peer may be gone). */
+void echo_message(sm_server *s, sm_conn_id id, const void *msg, size_t len, void *arg)
+{
+    (void)arg;
+    sm_server_send(s, id, msg, len);
+}
+
 /* A bare server's loop, for servers without the log's handlers. */
 void *idle_run(void *arg)
 {
@@ -538,4 +561,12 @@ void *idle_run(void *arg)
     sm_server_run(x->s);
     atomic_store(&x->done, 1);
     return NULL;
+}
+
+void idle_start(struct idle_srv *x, sm_server *s, pthread_t *t)
+{
+    x->s = s;
+    atomic_init(&x->opens, 0);
+    atomic_init(&x->done, 0);
+    cr_assert_eq(pthread_create(t, NULL, idle_run, x), 0, "pthread_create");
 }

@@ -192,6 +192,9 @@ void open_pair(const char *addr, const sm_options *o, sm_listener **l, sm_conn *
 void close_pair(sm_listener *l, sm_conn *server, sm_conn *client);
 /* A listener, a raw client connected to it (the fd) and *server accepted. */
 int raw_pair(const char *addr, const sm_options *o, sm_listener **l, sm_conn **server);
+/* Where nobody listens: a listener on addr ("127.0.0.1:0", "[::1]:0"),
+ * closed at once; *where is the address it had.  Connects are refused. */
+void closed_addr(const char *addr, char where[SM_ADDRSTRLEN]);
 
 sm_conn *client_to(const char *addr); /* with client_opts */
 void send_text(sm_conn *c, const char *text);
@@ -202,6 +205,19 @@ void set_recv_timeout(sm_conn *c, int ms);
 void expect_silence(sm_conn *c, int ms); /* nothing arrives within ms */
 void expect_eof(sm_conn *c);             /* the peer closed between frames */
 void local_addr_of(sm_conn *c, char *buf, size_t cap);
+
+/* The three calls that receive a message (values: 0, 1, 2). */
+enum recv_call { BY_RECV, BY_ALLOC, BY_VIEW };
+extern const char *const recv_call_name[]; /* "sm_recv", "sm_recv_alloc", "sm_recv_view" */
+/* One message by that call: its length or the call's error.  The payload
+ * goes to out (cap bytes; sm_recv fails with SM_EMSGSIZE beyond, the
+ * others copy nothing then).  Asserts that a failed call left *msg NULL. */
+ssize_t recv_by(sm_conn *c, enum recv_call call, void *out, size_t cap);
+/* Sends a pattern_fill'ed message of len bytes (seed) from a thread (a
+ * large one blocks until read) and receives it on `to`: with sm_recv into
+ * exactly len bytes (alloc 0) or with sm_recv_alloc (1).  Checks the
+ * send, the length and every byte; what names the case in failures. */
+void trip(sm_conn *from, sm_conn *to, size_t len, int alloc, unsigned seed, const char *what);
 
 /* ---- server.c ---- */
 
@@ -249,6 +265,8 @@ struct srv {
 
 /* Non-asserting, for forked children too. */
 int srv_open(struct srv **out, const sm_server_options *opt, int flags); /* on 127.0.0.1:0 */
+/* Listening on addr instead ("unix:/path", "[::1]:0", ...). */
+int srv_open_at(struct srv **out, const char *addr, const sm_server_options *opt, int flags);
 int srv_start(struct srv *v);                /* sm_server_run on a thread */
 int srv_join(struct srv *v, int timeout_ms); /* its rc, or 1: still running */
 int srv_halt(struct srv *v, int timeout_ms); /* sm_server_stop, then srv_join */
@@ -261,8 +279,10 @@ int wait_closed(struct srv *v, sm_conn_id id, int timeout_ms, struct close_ev *o
 
 /* Asserting. */
 struct srv *server_new_only(const sm_server_options *opt, int flags);
+struct srv *server_new_at(const char *addr, const sm_server_options *opt, int flags);
 void server_start(struct srv *v);
 struct srv *server_up(const sm_server_options *opt, int flags);
+struct srv *server_up_at(const char *addr, const sm_server_options *opt, int flags);
 void server_check(struct srv *v); /* no handler saw a problem */
 void server_halt(struct srv *v);
 void server_down(struct srv *v);
@@ -288,6 +308,9 @@ void expect_reason(struct pair *p, sm_conn_id id, int want);
 void good_still_served(struct pair *p);
 void pair_down(struct pair *p);
 
+/* An on_message for bare servers: sends every message back. */
+void echo_message(sm_server *s, sm_conn_id id, const void *msg, size_t len, void *arg);
+
 /* A bare server's loop on a thread of its own (no log). */
 struct idle_srv {
     sm_server *s;
@@ -295,5 +318,7 @@ struct idle_srv {
     atomic_int done;
 };
 void *idle_run(void *arg);
+/* Sets x up for s and starts idle_run on *t; asserting. */
+void idle_start(struct idle_srv *x, sm_server *s, pthread_t *t);
 
 #endif
