@@ -224,11 +224,13 @@ static int file_error(const char *what, const char *path)
     return tls_error(SM_ETLS, where);
 }
 
-static int load_files(SSL_CTX *ssl, const sm_tls_options *o)
+static int load_files(SSL_CTX *ssl, const sm_tls_options *o, int server)
 {
     if ((o->ca_file || o->ca_dir) && SSL_CTX_load_verify_locations(ssl, o->ca_file, o->ca_dir) != 1)
         return file_error("CA file or directory", o->ca_file ? o->ca_file : o->ca_dir);
-    if (!o->ca_file && !o->ca_dir && SSL_CTX_set_default_verify_paths(ssl) != 1)
+    /* A server without CAs verifies no one: loading the system store would
+     * only make OpenSSL search it on every handshake. */
+    if (!server && !o->ca_file && !o->ca_dir && SSL_CTX_set_default_verify_paths(ssl) != 1)
         return tls_error(SM_ETLS, "system CA store");
     if (o->cert_file && SSL_CTX_use_certificate_chain_file(ssl, o->cert_file) != 1)
         return file_error("certificate file", o->cert_file);
@@ -281,7 +283,7 @@ int sm__tls_ctx_new(sm_tls_ctx **out, const sm_tls_options *o, int server)
      * losing what the server had not read yet. */
     if (server)
         SSL_CTX_set_num_tickets(ctx->ssl, 0);
-    int rc = load_files(ctx->ssl, o);
+    int rc = load_files(ctx->ssl, o, server);
     if (rc) {
         SSL_CTX_free(ctx->ssl);
         free(ctx);
@@ -458,10 +460,29 @@ ssize_t sm__tls_read_wait(sm_tls *t, int fd, void *buf, size_t len, int64_t dead
     }
 }
 
+/* The most that one write gathers into one TLS record (its size limit). */
+#define GATHER 16384
+
 int sm__tls_write_all(sm_tls *t, int fd, struct iovec *iov, int iovcnt, int64_t deadline,
                       size_t *sent)
 {
     *sent = 0;
+    /* A small frame's header and payload go out as one record, not two:
+     * the peer then reads a message with one read instead of two. */
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    if (iovcnt > 1 && total <= GATHER) {
+        uint8_t one[GATHER];
+        size_t at = 0;
+        for (int i = 0; i < iovcnt; i++) {
+            if (iov[i].iov_len)
+                memcpy(one + at, iov[i].iov_base, iov[i].iov_len);
+            at += iov[i].iov_len;
+        }
+        struct iovec whole = { one, total };
+        return sm__tls_write_all(t, fd, &whole, 1, deadline, sent);
+    }
     for (int i = 0; i < iovcnt; i++) {
         size_t done = 0;
         while (done < iov[i].iov_len) {
