@@ -1654,26 +1654,32 @@ SM_API void *sm_server_data(const sm_server *s, sm_conn_id id)
     return c ? c->data : NULL;
 }
 
-SM_API int sm_server_peer(const sm_server *s, sm_conn_id id, char *buf, size_t len)
+/* The client a call that writes into buf is about; NULL (with the error
+ * set in *rc) for an unknown id or a NULL buf. */
+static struct client *writer_client(const sm_server *s, sm_conn_id id, const char *buf,
+                                    const char *what, int *rc)
 {
     struct client *c = s ? lookup(s, id) : NULL;
-    if (!c)
-        return sm__error_set(SM_ENOCONN, "connection %llu", (unsigned long long)id);
-    if (!buf)
-        return sm__error_set(SM_EINVAL, "sm_server_peer: NULL buffer");
-    return sm__addr_of_fd(c->fd, 1, buf, len);
+    *rc = !c     ? sm__error_set(SM_ENOCONN, "connection %llu", (unsigned long long)id)
+          : !buf ? sm__error_set(SM_EINVAL, "%s: NULL buffer", what)
+                 : 0;
+    return *rc ? NULL : c;
+}
+
+SM_API int sm_server_peer(const sm_server *s, sm_conn_id id, char *buf, size_t len)
+{
+    int rc;
+    struct client *c = writer_client(s, id, buf, "sm_server_peer", &rc);
+    return c ? sm__addr_of_fd(c->fd, 1, buf, len) : rc;
 }
 
 SM_API int sm_server_peer_cert(const sm_server *s, sm_conn_id id, char *buf, size_t len)
 {
-    struct client *c = s ? lookup(s, id) : NULL;
-    if (!c)
-        return sm__error_set(SM_ENOCONN, "connection %llu", (unsigned long long)id);
-    if (!buf)
-        return sm__error_set(SM_EINVAL, "sm_server_peer_cert: NULL buffer");
-    if (!c->tls)
+    int rc;
+    struct client *c = writer_client(s, id, buf, "sm_server_peer_cert", &rc);
+    if (c && !c->tls)
         return sm__error_set(SM_EVERIFY, "connection %llu is not TLS", (unsigned long long)id);
-    return sm__tls_peer_subject(c->tls, buf, len);
+    return c ? sm__tls_peer_subject(c->tls, buf, len) : rc;
 }
 
 SM_API size_t sm_server_ids(const sm_server *s, sm_conn_id *ids, size_t cap)
