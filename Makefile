@@ -122,6 +122,14 @@ HAVE_NNG := $(shell echo '\#include <nng/nng.h>' | $(CC) -E -x c - >/dev/null 2>
 # when the library is built with OpenSSL (TLS=1, found by pkg-config).
 BENCH_TLS := $(if $(filter 1,$(TLS)),sockmsg-tls raw-tls)
 BENCH_TRANSPORTS := sockmsg raw-naive raw-buffered raw-buffered-64k $(if $(HAVE_ZMQ),zmq) $(if $(HAVE_NNG),nng) $(BENCH_TLS)
+# Inside someone else's event loop: sockmsg-nb is the non-blocking API in
+# a poll() loop (lat, thr); sockmsg-uv is sm_server served from a libuv
+# loop by include/sockmsg/adapters/libuv.h (server), built when libuv is.
+HAVE_UV := $(shell pkg-config --exists libuv 2>/dev/null && echo yes)
+BENCH_TRANSPORTS += sockmsg-nb $(if $(HAVE_UV),sockmsg-uv)
+$(BUILD)/bench/bench-sockmsg-uv: include/sockmsg/adapters/libuv.h
+$(BUILD)/bench/bench-sockmsg-uv: EXTRA_CFLAGS = $(shell pkg-config --cflags libuv)
+$(BUILD)/bench/bench-sockmsg-uv: EXTRA_LIBS = $(shell pkg-config --libs libuv)
 BENCH_RUN := $(or $(BENCH_ONLY),$(BENCH_TRANSPORTS))
 BENCH_BIN := $(BENCH_RUN:%=$(BUILD)/bench/bench-%)
 BENCH_COMMON := bench/bench.c bench/rawsock.c

@@ -7,6 +7,8 @@ strong hand-written baseline) are taken within one repetition, then the
 median of those ratios is reported.
 The TLS transports (sockmsg-tls, raw-tls) have a section of their own,
 with ratios to raw-tls (OpenSSL by hand) and certificates made for the run.
+So do sockmsg-nb and sockmsg-uv, the library inside the application's own
+loop, against sockmsg (bench/inloop.py).
 Writes a Markdown results file and (with gnuplot) a PNG chart of the ratios.
 Exit status 1 if any run failed (a content or count mismatch included).
 """
@@ -20,6 +22,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+
+import inloop  # bench/inloop.py: the section "Inside someone else's event loop"
 
 # Columns: (name, program, extra argument).  sockmsg-more is the fast path
 # for streams: SM_MORE on the sender, sm_recv_view on the receiver.
@@ -347,6 +351,7 @@ def collect(build, programs, reps, quick, log):
                 results[key][name].append(float(fields[figure]))
         if run_tls:
             collect_tls(build, programs, rep, reps, quick, tls, status, log)
+        inloop.collect(run_one, build, programs, rep, reps, quick, status, log)
         if "sockmsg" in programs:
             collect_peers(build, rep, reps, quick, peers, status, log)
     return results, status, peers, tls
@@ -804,7 +809,8 @@ def notes(quick):
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--build", default="build")
-    every = " ".join(dict.fromkeys([p for _, p, _ in COLUMNS] + list(TLS_PROGRAMS)))
+    every = " ".join(dict.fromkeys([p for _, p, _ in COLUMNS] + list(TLS_PROGRAMS) +
+                                   list(inloop.PROGRAMS)))
     ap.add_argument("--transports", default=every, help="the programs to run")
     ap.add_argument("--available", default=every,
                     help="the programs this machine can build (else: not installed)")
@@ -878,6 +884,8 @@ repetition against the best named competitor, median over repetitions.
 {target_table(results, args.quick)}
 
 {peers_section(peers, status, progs, args.quick)}
+
+{inloop.section(status, progs, args.quick)}
 
 {tls_text}
 """
