@@ -11,7 +11,9 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -76,6 +78,21 @@ static int64_t call_deadline(const sm_conn *c, int timeout_ms)
 static int would_block(const sm_conn *c, int rc)
 {
     return c->opt.nonblocking && rc == SM_ETIMEDOUT ? SM_EAGAIN : rc;
+}
+
+/* sm__error_set, but SM_EAGAIN is no failure: it leaves sm_last_error()
+ * alone, and a loop that meets it on every message pays nothing to format
+ * a text no one reads. */
+__attribute__((format(printf, 2, 3))) static int report(int rc, const char *fmt, ...)
+{
+    if (rc == SM_EAGAIN)
+        return rc;
+    char detail[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    return sm__error_set(rc, "%s", detail);
 }
 
 int sm__conn_new(int fd, int family, const sm_options *opts, sm_tls *tls, sm_conn **out)
@@ -576,7 +593,7 @@ SM_API int sm_send_flags(sm_conn *c, const void *msg, size_t len, int flags)
     int64_t deadline = call_deadline(c, c->opt.send_timeout_ms);
     int rc = lock_send(c, deadline);
     if (rc)
-        return sm__error_set(would_block(c, rc), "send %zu bytes: another thread sends", len);
+        return report(would_block(c, rc), "send %zu bytes: another thread sends", len);
     rc = finish_connect(c);
     if (!rc)
         rc = c->send_error;
@@ -591,7 +608,7 @@ SM_API int sm_send_flags(sm_conn *c, const void *msg, size_t len, int flags)
         rc = hold_frame(c, header, msg, len);
     pthread_mutex_unlock(&c->send_lock);
     if (rc)
-        return sm__error_set(would_block(c, rc), "send %zu bytes", len);
+        return report(would_block(c, rc), "send %zu bytes", len);
     atomic_store_explicit(&c->replied, 1, memory_order_relaxed);
     return 0;
 }
@@ -608,12 +625,12 @@ SM_API int sm_flush(sm_conn *c)
     int64_t deadline = call_deadline(c, c->opt.send_timeout_ms);
     int rc = lock_send(c, deadline);
     if (rc)
-        return sm__error_set(would_block(c, rc), "flush: another thread sends");
+        return report(would_block(c, rc), "flush: another thread sends");
     rc = finish_connect(c);
     if (!rc)
         rc = c->held_len ? write_frames(c, NULL, 0, deadline) : c->send_error;
     pthread_mutex_unlock(&c->send_lock);
-    return rc ? sm__error_set(would_block(c, rc), "flush held messages") : 0;
+    return rc ? report(would_block(c, rc), "flush held messages") : 0;
 }
 
 /* A receive writes held messages first: the reply may depend on them.
@@ -643,7 +660,7 @@ static int recv_fail(sm_conn *c, int rc, int resumable, const char *what)
         c->recv_error = rc;
     if (rc == SM_ETLS || rc == SM_EVERIFY)
         return rc; /* sm_last_error() keeps OpenSSL's reason, set by the TLS layer */
-    return sm__error_set(would_block(c, rc), "receive %s", what);
+    return report(would_block(c, rc), "receive %s", what);
 }
 
 /* Ensures `need` bytes (at most sizeof rbuf) are buffered, reading as much

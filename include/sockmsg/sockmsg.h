@@ -450,7 +450,8 @@ SM_API const char *sm_strerror(int rc);
 /*
  * sm_last_error - the detail of the last failed call on this thread, such
  * as "connect to 127.0.0.1:9: Connection refused"; "" if none failed yet.
- * Valid until the next failing call on this thread.
+ * Valid until the next failing call on this thread.  SM_EAGAIN is not a
+ * failure: it leaves this as it was.
  */
 SM_API const char *sm_last_error(void);
 
