@@ -60,6 +60,24 @@ static int parse_inet(const char *addr, struct sockaddr_storage *ss, socklen_t *
     return 0;
 }
 
+/* A blocking connect that a signal interrupted goes on in the background:
+ * wait for it and take its outcome.  0, or -1 with errno set. */
+static int connect_interrupted(int fd)
+{
+    if (errno != EINTR)
+        return -1;
+    struct pollfd p = { .fd = fd, .events = POLLOUT };
+    int err = 0;
+    socklen_t len = sizeof err;
+    while (poll(&p, 1, WAIT_MS) < 0 && errno == EINTR) {
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) {
+        errno = err ? err : errno;
+        return -1;
+    }
+    return (p.revents & POLLOUT) ? 0 : (errno = ETIMEDOUT, -1);
+}
+
 int raw_connect(const char *addr)
 {
     struct sockaddr_storage ss;
@@ -72,7 +90,7 @@ int raw_connect(const char *addr)
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    if (connect(fd, (struct sockaddr *)&ss, len) < 0) {
+    if (connect(fd, (struct sockaddr *)&ss, len) < 0 && connect_interrupted(fd) != 0) {
         int err = errno;
         close(fd);
         return -err;
