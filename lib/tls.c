@@ -261,6 +261,8 @@ int sm__tls_ctx_new(sm_tls_ctx **out, const sm_tls_options *o, int server)
     *out = NULL;
     if (server && (!o->cert_file || !o->key_file))
         return sm__error_set(SM_EINVAL, "TLS: a server needs cert_file and key_file");
+    if (server && o->require_client_cert && !o->ca_file && !o->ca_dir)
+        return sm__error_set(SM_EINVAL, "TLS: require_client_cert needs ca_file or ca_dir");
     if (o->handshake_timeout_ms < 0)
         return sm__error_set(SM_EINVAL, "TLS: negative handshake timeout");
     sm_tls_ctx *ctx = calloc(1, sizeof *ctx);
