@@ -352,14 +352,22 @@ TLS_TEST(server_offers_plain_and_tls_ports_and_shrugs_off_hostile_peers)
     static const uint8_t hello_start[] = { 0x16, 0x03, 0x01, 0x02, 0x00, 0x01 };
     cr_assert_eq(send(sm_conn_fd(dribble), hello_start, 1, MSG_NOSIGNAL), 1);
     cr_assert_eq(sm_send(framed, "plain", 5), 0);
-    int64_t worst = 0;
+    /* A fresh client is served in under 50 ms; the median of five keeps one scheduler
+     * hiccup on a loaded machine from failing it, and the worst still has
+     * to beat the 500 ms a stuck handshake would cost everyone. */
+    int64_t took[5];
     for (int i = 0; i < 5; i++) {
-        int64_t t1 = fresh_tls_echo(tls);
-        if (t1 > worst)
-            worst = t1;
+        took[i] = fresh_tls_echo(tls);
+        for (int j = i; j > 0 && took[j] < took[j - 1]; j--) {
+            int64_t swap = took[j];
+            took[j] = took[j - 1];
+            took[j - 1] = swap;
+        }
     }
-    cr_expect_lt(worst, 500, "a fresh TLS client took %lld ms among hostile peers",
-                 (long long)worst);
+    cr_expect_lt(took[2], 50, "a fresh TLS client took %lld ms (median) among hostile peers",
+                 (long long)took[2]);
+    cr_expect_lt(took[4], 500, "a fresh TLS client took %lld ms (worst) among hostile peers",
+                 (long long)took[4]);
     /* The plain port still serves plain clients. */
     sm_conn *c;
     sm_options po = { .recv_timeout_ms = 5000 };
