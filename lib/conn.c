@@ -633,24 +633,25 @@ SM_API int sm_flush(sm_conn *c)
     return rc ? report(would_block(c, rc), "flush held messages") : 0;
 }
 
-/* A receive writes held messages first: the reply may depend on them.
- * If another thread holds the send lock, it is sending: a plain send takes
- * the held frames along, and a batch it is still adding to is its own to
- * end.  Waiting for it instead could deadlock this receiver against a
- * peer that is blocked writing to us. */
-static int flush_before_receive(sm_conn *c)
+/* A receive writes held messages: the reply may depend on them.  It
+ * writes what the socket takes now and reads meanwhile (conn_read), since
+ * waiting for all of it to go out first could deadlock against a peer
+ * that is itself blocked writing to us.  If another thread holds the send
+ * lock, it is sending: a plain send takes the held frames along, and a
+ * batch it is still adding to is its own to end.  Returns 1 if held bytes
+ * remain for this receive to write, 0 if not, or the write's error. */
+static int flush_some(sm_conn *c)
 {
     if (!atomic_load_explicit(&c->holding, memory_order_relaxed))
         return 0;
     if (pthread_mutex_trylock(&c->send_lock) != 0)
         return 0;
-    int rc = c->held_len ? write_frames(c, NULL, 0, call_deadline(c, c->opt.send_timeout_ms)) : 0;
+    int rc = c->held_len ? write_frames(c, NULL, 0, SM_NOW) : 0;
+    int left = c->held_len > 0;
     pthread_mutex_unlock(&c->send_lock);
-    /* Non-blocking, what the socket cannot take yet stays held for later:
-     * the messages already here can still be received. */
-    if (rc == SM_ETIMEDOUT && c->opt.nonblocking)
-        rc = 0;
-    return rc ? sm__error_set(rc, "flush held messages") : 0;
+    if (rc && rc != SM_ETIMEDOUT)
+        return sm__error_set(rc, "flush held messages");
+    return left;
 }
 
 /* Records a receive failure; all but a resumable timeout stick. */
@@ -701,11 +702,27 @@ static size_t read_size(sm_conn *c, size_t need)
 }
 
 /* One read from the stream, through TLS when there is a session. */
-static ssize_t conn_read(sm_conn *c, void *buf, size_t len, int flags, int64_t deadline)
+static ssize_t read_stream(sm_conn *c, void *buf, size_t len, int flags, int64_t deadline)
 {
     if (c->tls)
         return sm__tls_read_wait(c->tls, c->fd, buf, len, deadline);
     return sm__io_read(c->fd, c->plain, buf, len, flags, deadline);
+}
+
+/* A read that, while held frames wait, writes them as the socket takes
+ * them and reads what comes meanwhile (see flush_some). */
+static ssize_t conn_read(sm_conn *c, void *buf, size_t len, int flags, int64_t deadline)
+{
+    int held;
+    while ((held = flush_some(c)) == 1) {
+        ssize_t n = read_stream(c, buf, len, 0, SM_NOW);
+        if (n != SM_ETIMEDOUT)
+            return n;
+        int rc = sm__wait_in_or_out(c->fd, c->out_fd, deadline);
+        if (rc)
+            return rc;
+    }
+    return held < 0 ? held : read_stream(c, buf, len, flags, deadline);
 }
 
 static int fill(sm_conn *c, size_t need, int64_t deadline)
@@ -860,8 +877,8 @@ static int64_t begin_receive(sm_conn *c, int64_t *deadline)
 {
     int rc = finish_connect(c);
     if (!rc)
-        rc = flush_before_receive(c);
-    if (rc)
+        rc = flush_some(c);
+    if (rc < 0)
         return rc;
     *deadline = call_deadline(c, c->opt.recv_timeout_ms);
     return next_length(c, *deadline);

@@ -26,9 +26,9 @@ int64_t sm__deadline(int timeout_ms)
     return timeout_ms > 0 ? sm__now_ms() + timeout_ms : -1;
 }
 
-int sm__wait(int fd, short events, int64_t deadline)
+/* Waits until one of the n descriptors is ready for what it asks. */
+static int wait_any(struct pollfd *p, nfds_t n, int64_t deadline)
 {
-    struct pollfd p = { .fd = fd, .events = events };
     for (;;) {
         int timeout = -1;
         if (deadline >= 0) {
@@ -37,12 +37,26 @@ int sm__wait(int fd, short events, int64_t deadline)
                 return SM_ETIMEDOUT;
             timeout = left > 1000000 ? 1000000 : (int)left;
         }
-        int n = poll(&p, 1, timeout);
-        if (n > 0)
+        int ready = poll(p, n, timeout);
+        if (ready > 0)
             return 0;
-        if (n < 0 && errno != EINTR)
+        if (ready < 0 && errno != EINTR)
             return -errno;
     }
+}
+
+int sm__wait(int fd, short events, int64_t deadline)
+{
+    struct pollfd p = { .fd = fd, .events = events };
+    return wait_any(&p, 1, deadline);
+}
+
+int sm__wait_in_or_out(int in_fd, int out_fd, int64_t deadline)
+{
+    struct pollfd p[2] = { { .fd = in_fd, .events = POLLIN }, { .fd = out_fd, .events = POLLOUT } };
+    if (in_fd == out_fd)
+        p[0].events |= POLLOUT;
+    return wait_any(p, in_fd == out_fd ? 1 : 2, deadline);
 }
 
 int sm__socket(int family, int flags)

@@ -20,6 +20,10 @@ int64_t sm__deadline(int timeout_ms);
  * SM_ETIMEDOUT or -errno. */
 int sm__wait(int fd, short events, int64_t deadline);
 
+/* Waits until in_fd is readable or out_fd writable (they may be one fd).
+ * Returns 0, SM_ETIMEDOUT or -errno. */
+int sm__wait_in_or_out(int in_fd, int out_fd, int64_t deadline);
+
 /* A close-on-exec stream socket; flags may add SOCK_NONBLOCK.  Returns the
  * fd or -errno. */
 int sm__socket(int family, int flags);

@@ -291,6 +291,31 @@ Test(promises, send_timeout_sends_a_frame_whole_or_not_at_all)
     close_pair(l, server, c);
 }
 
+/* ---- 2c. a receive reads while its held frames wait to go out ---- */
+
+/* The test body is tests/support/client.c's: TLS runs it too. */
+static void held_frames_never_block_a_receive(const char *addr)
+{
+    sm_options o = { .send_timeout_ms = 300, .recv_timeout_ms = 5000 };
+    sm_listener *l;
+    sm_conn *c, *peer;
+    open_pair(addr, &o, &l, &peer, &c);
+    held_frames_never_block_receiving(c, peer);
+    close_pair(l, peer, c);
+}
+
+Test(promises, held_frames_never_block_a_tcp_receive, .timeout = 60)
+{
+    held_frames_never_block_a_receive("127.0.0.1:0");
+}
+
+Test(promises, held_frames_never_block_a_unix_receive, .timeout = 60)
+{
+    char addr[SM_ADDRSTRLEN];
+    unix_addr(addr, sizeof addr, "held");
+    held_frames_never_block_a_receive(addr);
+}
+
 /* ---- 3, 4. Unix sockets: connect waits for a full backlog, listen never blocks ---- */
 
 struct late_accept {

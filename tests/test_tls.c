@@ -5,8 +5,7 @@
  * fresh for every test by tests/tls/make-certs.sh.  Built without OpenSSL
  * (make TLS=0), every test checks the clear SM_ENOTLS instead.
  */
-#include <criterion/criterion.h>
-#include <sockmsg/sockmsg.h>
+#include "support/support.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -21,13 +20,6 @@
 #include <unistd.h>
 
 static char certs[128];
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* A file of the test's certificates, in a static buffer of its own. */
 static const char *cert(const char *name)
@@ -287,7 +279,9 @@ TLS_TEST(plain_and_tls_on_the_wrong_port_fail_cleanly)
 
 /* ---- the event server over TLS ---- */
 
-static void echo_message(sm_server *s, sm_conn_id id, const void *msg, size_t len, void *arg)
+/* Echoes, but answers "who" with the client certificate's subject. */
+static void echo_or_tell_subject(sm_server *s, sm_conn_id id, const void *msg, size_t len,
+                                 void *arg)
 {
     (void)arg;
     char subject[256];
@@ -327,7 +321,7 @@ TLS_TEST(server_offers_plain_and_tls_ports_and_shrugs_off_hostile_peers)
         sm_server_free(s);
         return;
     }
-    sm_server_handlers h = { .on_message = echo_message };
+    sm_server_handlers h = { .on_message = echo_or_tell_subject };
     sm_server *s;
     cr_assert_eq(sm_server_new(&s, &h, NULL, NULL), 0);
     sm_tls_options st = server_tls();
@@ -416,7 +410,19 @@ TLS_TEST(server_offers_plain_and_tls_ports_and_shrugs_off_hostile_peers)
 
 struct dialer {
     const char *addr;
+    sm_conn *c; /* with dial_and_stay */
 };
+
+/* Connects over TLS and stays connected. */
+static void *dial_and_stay(void *arg)
+{
+    struct dialer *d = arg;
+    sm_tls_options ct = { .ca_file = cert("ca.pem") };
+    sm_options o = { .tls = &ct, .connect_timeout_ms = 5000 };
+    if (sm_connect_opts(&d->c, d->addr, &o) != 0)
+        d->c = NULL;
+    return NULL;
+}
 
 /* Connects over TLS, then leaves at once. */
 static void *dial_and_close(void *arg)
@@ -519,6 +525,27 @@ TLS_TEST(a_vanished_peer_never_raises_sigpipe)
               sm_last_error());
     sm_close(c);
     sm_listener_close(l);
+}
+
+TLS_TEST(held_frames_never_block_a_receive)
+{
+    if (!sm_tls_available())
+        return;
+    sm_tls_options st = server_tls();
+    sm_options so = { .tls = &st, .accept_timeout_ms = 5000 };
+    sm_listener *l;
+    cr_assert_eq(sm_listen_opts(&l, "127.0.0.1:0", &so), 0);
+    char addr[SM_ADDRSTRLEN];
+    sm_listener_addr(l, addr, sizeof addr);
+    struct dialer d = { .addr = addr };
+    pthread_t t;
+    pthread_create(&t, NULL, dial_and_stay, &d);
+    sm_conn *peer;
+    cr_assert_eq(sm_accept(l, &peer), 0, "%s", sm_last_error());
+    pthread_join(t, NULL);
+    cr_assert_not_null(d.c, "the TLS client connected");
+    held_frames_never_block_receiving(d.c, peer);
+    close_pair(l, peer, d.c);
 }
 
 TLS_TEST(a_client_that_only_sends_loses_nothing_when_it_closes)

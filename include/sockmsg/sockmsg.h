@@ -311,7 +311,10 @@ SM_API int sm_flush(sm_conn *c);
  *
  * Blocks until a message arrives or recv_timeout_ms expires.  Returns the
  * message's length (0 is a valid, empty message).  Frames held back by
- * SM_MORE are written first; if that fails, its error is returned.
+ * SM_MORE are written as the socket takes them while this call reads, so
+ * two peers that both hold frames never wait on each other; what is not
+ * written by the time a message is here stays held.  If writing them
+ * fails, that error is returned.
  *
  * Errors:
  *   SM_EMSGSIZE   the message is larger than cap.  Nothing is consumed: the

@@ -197,3 +197,90 @@ void trip(sm_conn *from, sm_conn *to, size_t len, int alloc, unsigned seed, cons
     free(got);
     free(msg);
 }
+
+/* ---- a shared test body ---- */
+
+enum { FLOOD_LEN = 256 * 1024, FLOOD_COUNT = 32, KERNEL_BUFFER = 64 * 1024, CHUNK = 8192 };
+
+struct flood {
+    sm_conn *c;
+    int rc;      /* first library error */
+    int got;     /* messages read back after the flood */
+    int held_ok; /* the last of them was the held "held" */
+};
+
+/* The peer: sends more than the kernel buffers hold, and only then reads
+ * what came the other way, answering "done" after `expect` messages. */
+static void *flood_then_read(void *arg)
+{
+    struct flood *f = arg;
+    uint8_t *big = patterned(FLOOD_LEN, 3);
+    for (int i = 0; i < FLOOD_COUNT && !f->rc; i++)
+        f->rc = sm_send(f->c, big, FLOOD_LEN);
+    free(big);
+    for (void *m = NULL; !f->rc; free(m)) {
+        ssize_t n = sm_recv_alloc(f->c, &m);
+        if (n < 0) {
+            f->rc = (int)n;
+            break;
+        }
+        f->got++;
+        if (n == 4 && memcmp(m, "held", 4) == 0) {
+            f->held_ok = 1;
+            f->rc = sm_send(f->c, "done", 4);
+            free(m);
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* Small kernel buffers (no autotuning) so the flood surely outgrows them. */
+static void shrink_buffers(sm_conn *c)
+{
+    int size = KERNEL_BUFFER, fd = sm_conn_fd(c);
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+}
+
+void held_frames_never_block_receiving(sm_conn *c, sm_conn *peer)
+{
+    sm_options quick = { .send_timeout_ms = 300, .recv_timeout_ms = 5000 };
+    sm_conn_set_options(c, &quick);
+    sm_options patient = { .send_timeout_ms = 5000, .recv_timeout_ms = 5000 };
+    sm_conn_set_options(peer, &patient);
+    shrink_buffers(c);
+    shrink_buffers(peer);
+    struct flood f = { peer, 0, 0, 0 };
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, flood_then_read, &f), 0);
+
+    /* Fill our direction until the kernel takes no more (bounded).  The
+     * rest of a chunk a timeout cut stays held, and leaves room for more. */
+    uint8_t *chunk = patterned(CHUNK, 5);
+    int sent = 0, rc = 0;
+    while (sent < 4000 && (rc = sm_send(c, chunk, CHUNK)) == 0)
+        sent++;
+    cr_assert_eq(rc, SM_ETIMEDOUT, "our direction fills up: %s", sm_strerror(rc));
+    cr_assert_eq(sm_send_flags(c, "held", 4, SM_MORE), 0, "%s", sm_last_error());
+
+    int flooded = 0;
+    for (; flooded < FLOOD_COUNT; flooded++) {
+        void *m;
+        ssize_t n = sm_recv_alloc(c, &m);
+        cr_assert_eq(n, FLOOD_LEN, "message %d of the flood, held frames waiting: %s", flooded,
+                     n < 0 ? sm_last_error() : "wrong length");
+        cr_assert_eq(pattern_check(m, FLOOD_LEN, 3), FLOOD_LEN, "message %d intact", flooded);
+        free(m);
+    }
+    char done[8];
+    ssize_t n = sm_recv(c, done, sizeof done);
+    pthread_join(t, NULL);
+    cr_assert_eq(n, 4, "the peer's answer once it had our held frame: %s",
+                 n < 0 ? sm_last_error() : "wrong length");
+    cr_assert_eq(memcmp(done, "done", 4), 0);
+    cr_assert_eq(f.rc, 0, "peer: %s", sm_strerror(f.rc));
+    cr_assert(f.held_ok, "the held frame arrived last");
+    cr_assert_eq(f.got, sent + 1, "every message we sent arrived (%d of %d)", f.got, sent + 1);
+    free(chunk);
+}

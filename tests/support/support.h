@@ -213,6 +213,13 @@ extern const char *const recv_call_name[]; /* "sm_recv", "sm_recv_alloc", "sm_re
  * goes to out (cap bytes; sm_recv fails with SM_EMSGSIZE beyond, the
  * others copy nothing then).  Asserts that a failed call left *msg NULL. */
 ssize_t recv_by(sm_conn *c, enum recv_call call, void *out, size_t cap);
+
+/* A test body, run over TCP, Unix sockets and TLS: with both directions
+ * full, a frame held by SM_MORE, and a peer that reads only once its own
+ * sends are through, every receive on c still reads.  (One that waited
+ * for the held frame to go out first would wait for ever.)  Sets the
+ * options of both connections. */
+void held_frames_never_block_receiving(sm_conn *c, sm_conn *peer);
 /* Sends a pattern_fill'ed message of len bytes (seed) from a thread (a
  * large one blocks until read) and receives it on `to`: with sm_recv into
  * exactly len bytes (alloc 0) or with sm_recv_alloc (1).  Checks the
