@@ -136,9 +136,10 @@ word() {
     grep -qw -- "$1" "$tmp/all" || fail "$2 is not documented in any page"
 }
 
-sed -n '/^enum sm_error/,/^};/p' "$header" |
+# (enum sm_error is in frame.h, which sockmsg.h includes)
+sed -n '/^enum sm_error/,/^};/p' include/sockmsg/frame.h |
     sed -n 's/^[ 	]*\(SM_E[A-Z0-9_]*\)[ 	]*=[ 	]*\(-*[0-9]*\).*/\1 \2/p' > "$tmp/codes"
-[ -s "$tmp/codes" ] || fail "no SM_E* codes found in enum sm_error of $header"
+[ -s "$tmp/codes" ] || fail "no SM_E* codes found in enum sm_error of include/sockmsg/frame.h"
 while read -r code value; do
     word "$code" "error code $code"
     grep -Eq "^[ 	]*$code = $value,?\$" "$tmp/all" ||

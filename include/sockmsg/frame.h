@@ -49,13 +49,10 @@
 #define SM_FRAME_HEADER_LEN 4
 
 /*
- * libsockmsg's error codes, so that a program using the codec alone gets
- * the same names and values.  sockmsg.h declares the same enum; whichever
- * header comes first declares it, so they can be included in either order
- * (tests/codec.sh checks that the two copies are identical).  The codec
- * itself returns only SM_ETOOBIG.
+ * libsockmsg's error codes, here so that a program using the codec alone
+ * gets the same names and values; sockmsg.h includes this header.  The
+ * codec itself returns only SM_ETOOBIG.
  */
-#ifndef SOCKMSG_SOCKMSG_H
 enum sm_error {
     SM_ECLOSED = -1001,    /* peer closed the connection between frames */
     SM_ETRUNCATED = -1002, /* stream ended inside a frame */
@@ -77,7 +74,6 @@ enum sm_error {
     SM_EVERIFY = -1015,    /* TLS: the peer's certificate did not verify */
     SM_ENOTLS = -1016      /* TLS asked for, but built without OpenSSL */
 };
-#endif
 
 /* What sm_frame_decode did; errors are the negative SM_E* codes. */
 enum sm_frame_status {

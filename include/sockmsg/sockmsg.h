@@ -5,7 +5,8 @@
  * then N bytes of payload (docs/PROTOCOL.md is the normative text).
  *
  * Errors: every call that can fail returns a negative int (or ssize_t).
- * The library's own causes are the SM_E* codes below; any other negative
+ * The library's own causes are the SM_E* codes (enum sm_error, declared
+ * in sockmsg/frame.h, included here); any other negative
  * value is a system error and equals -errno (so -rc is the errno value).
  * sm_strerror(rc) names the cause; sm_last_error() adds the detail of the
  * last failure on the calling thread (which address, which size).
@@ -24,6 +25,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+/* The library's error codes (enum sm_error) and the frame codec: frame.h
+ * also stands alone, for programs that use the codec without the library. */
+#include <sockmsg/frame.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -57,32 +62,6 @@ extern "C" {
 /* Longest address string the library writes (see sm_listener_addr). */
 #define SM_ADDRSTRLEN 128
 
-/* The library's own error codes.  Any other negative value is -errno.
- * sockmsg/frame.h carries the same enum for programs that use the codec
- * alone; whichever header comes first declares it. */
-#ifndef SOCKMSG_FRAME_H
-enum sm_error {
-    SM_ECLOSED = -1001,    /* peer closed the connection between frames */
-    SM_ETRUNCATED = -1002, /* stream ended inside a frame */
-    SM_ETOOBIG = -1003,    /* frame larger than the maximum frame size */
-    SM_EMSGSIZE = -1004,   /* message larger than the caller's buffer */
-    SM_ETIMEDOUT = -1005,  /* a timeout set in sm_options expired */
-    SM_EADDR = -1006,      /* address malformed or not resolvable */
-    SM_EINVAL = -1007,     /* invalid argument */
-    SM_ENOMEM = -1008,     /* out of memory */
-    SM_ENOCONN = -1009,    /* server: no open connection with that id */
-    SM_ESTOPPED = -1010,   /* server: closed because the server stopped */
-    SM_EFULL = -1011,      /* server: the connection's output queue is full */
-    SM_EBROKEN = -1012,    /* a frame was cut and cannot be finished: the
-                            * connection is dead, close it */
-    SM_EAGAIN = -1013,     /* non-blocking: not now; wait for the events
-                            * sm_conn_events names, then call again */
-    SM_ETLS = -1014,       /* TLS failed: handshake, protocol or files
-                            * (sm_last_error() has OpenSSL's reason) */
-    SM_EVERIFY = -1015,    /* TLS: the peer's certificate did not verify */
-    SM_ENOTLS = -1016      /* TLS asked for, but built without OpenSSL */
-};
-#endif
 
 typedef struct sm_listener sm_listener;
 typedef struct sm_conn sm_conn;
