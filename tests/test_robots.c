@@ -290,20 +290,30 @@ static void type_line(struct robot *r, const char *text)
 }
 
 /* Established TCP connections accepted on any of the robots' ports: one
- * per link, since every link is accepted by one robot. */
-static int links_between(struct robot *const rs[], int n)
+ * per link, since every link is accepted by one robot.  Each one's ports
+ * and socket inode go to `seen` (for failure messages). */
+static int links_between(struct robot *const rs[], int n, char *seen, size_t cap)
 {
     FILE *f = fopen("/proc/net/tcp", "r");
     cr_assert_not_null(f, "/proc/net/tcp: %s", strerror(errno));
     char line[256];
     int links = 0;
+    size_t len = 0;
+    seen[0] = '\0';
     while (fgets(line, sizeof line, f)) {
-        unsigned local_port, state;
-        if (sscanf(line, " %*d: %*x:%x %*x:%*x %x", &local_port, &state) != 2)
+        unsigned local_port, remote_port, state;
+        unsigned long inode;
+        if (sscanf(line, " %*d: %*x:%x %*x:%x %x %*x:%*x %*x:%*x %*x %*u %*d %lu", &local_port,
+                   &remote_port, &state, &inode) != 4)
             continue; /* the heading */
         for (int i = 0; i < n; i++)
-            if (state == 1 /* TCP_ESTABLISHED */ && local_port == addr_port(rs[i]->addr))
+            if (state == 1 /* TCP_ESTABLISHED */ && local_port == addr_port(rs[i]->addr)) {
                 links++;
+                int w = snprintf(seen + len, cap - len, " %u<-%u(inode %lu)", local_port,
+                                 remote_port, inode);
+                if (w > 0 && (size_t)w < cap - len)
+                    len += (size_t)w;
+            }
     }
     fclose(f);
     return links;
@@ -314,14 +324,15 @@ static int links_between(struct robot *const rs[], int n)
 static void expect_one_link_per_pair(struct robot *const rs[], int n)
 {
     int want = n * (n - 1) / 2, have = -1;
+    char seen[2048];
     int64_t end = now_ms() + LINE_MS;
-    while ((have = links_between(rs, n)) != want && now_ms() < end)
+    while ((have = links_between(rs, n, seen, sizeof seen)) != want && now_ms() < end)
         sleep_ms(20);
-    cr_assert_eq(have, want, "%d links between %d robots, expected %d", have, n, want);
+    cr_assert_eq(have, want, "%d links between %d robots, expected %d:%s", have, n, want, seen);
     sleep_ms(300);
-    have = links_between(rs, n);
-    cr_assert_eq(have, want, "%d links between %d robots a moment later, expected %d", have, n,
-                 want);
+    have = links_between(rs, n, seen, sizeof seen);
+    cr_assert_eq(have, want, "%d links between %d robots a moment later, expected %d:%s", have, n,
+                 want, seen);
 }
 
 /* Each robot types a line; each other robot must print it exactly once
