@@ -62,7 +62,6 @@ extern "C" {
 /* Longest address string the library writes (see sm_listener_addr). */
 #define SM_ADDRSTRLEN 128
 
-
 typedef struct sm_listener sm_listener;
 typedef struct sm_conn sm_conn;
 
