@@ -53,6 +53,7 @@ struct sm_conn {
     int bulk;             /* the last read while streaming took a pile */
     size_t last_len;      /* payload length of the last frame consumed */
     atomic_int replied;   /* a send since the last receive: request/response */
+    int drained;          /* non-blocking: the last read came back short */
     uint8_t rbuf[SM_HEADER_LEN + SM_RECV_BUFFER];
 };
 
@@ -126,6 +127,7 @@ int sm__conn_new(int fd, int family, const sm_options *opts, sm_tls *tls, sm_con
     c->exact_reads = 0;
     c->bulk = 0;
     c->last_len = 0;
+    c->drained = 0;
     atomic_init(&c->replied, 0);
     atomic_init(&c->holding, 0);
     c->rpos = c->rend = 0;
@@ -701,12 +703,23 @@ static size_t read_size(sm_conn *c, size_t need)
     return need - have;
 }
 
-/* One read from the stream, through TLS when there is a session. */
+/* One read from the stream, through TLS when there is a session.
+ * Non-blocking, a read that came back short left the socket empty, so the
+ * read right after it (a caller draining messages until SM_EAGAIN) would
+ * only say so: that one is skipped, once.  The caller then polls, and
+ * poll sees whatever came since.  (A TLS read returns one record at a
+ * time: short says nothing there.) */
 static ssize_t read_stream(sm_conn *c, void *buf, size_t len, int flags, int64_t deadline)
 {
     if (c->tls)
         return sm__tls_read_wait(c->tls, c->fd, buf, len, deadline);
-    return sm__io_read(c->fd, c->plain, buf, len, flags, deadline);
+    int skip = c->drained && c->opt.nonblocking;
+    c->drained = 0;
+    if (skip)
+        return SM_ETIMEDOUT;
+    ssize_t n = sm__io_read(c->fd, c->plain, buf, len, flags, deadline);
+    c->drained = c->opt.nonblocking && n > 0 && (size_t)n < len;
+    return n;
 }
 
 /* A read that, while held frames wait, writes them as the socket takes

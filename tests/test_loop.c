@@ -154,6 +154,85 @@ Test(loop, nonblocking_send_holds_what_the_socket_cannot_take)
     sm_close(c);
 }
 
+/* Receives one message on non-blocking c the way a poll() loop does:
+ * poll for what it wants, receive, again on SM_EAGAIN (bounded). */
+static ssize_t poll_and_receive(sm_conn *c, char *buf, size_t cap, int *calls)
+{
+    int64_t end = now_ms() + WAIT_MS;
+    ssize_t n = SM_EAGAIN;
+    *calls = 0;
+    while (n == SM_EAGAIN && now_ms() < end) {
+        struct pollfd p = { sm_conn_fd(c), poll_events(sm_conn_events(c)), 0 };
+        poll(&p, 1, 100);
+        n = sm_recv(c, buf, cap);
+        (*calls)++;
+    }
+    return n;
+}
+
+/* A non-blocking receive skips the read right after one that came back
+ * short (it could only say SM_EAGAIN).  Whatever came meanwhile is not
+ * missed: poll sees it, and the next call reads it. */
+Test(loop, a_drain_until_eagain_misses_nothing_that_came_meanwhile)
+{
+    sm_conn *c;
+    int peer;
+    nonblocking_pair(&c, NULL, &peer);
+    char buf[64];
+    int calls;
+    cr_assert_eq(raw_send_frame(peer, "one", 3), 0);
+    cr_assert_eq(poll_and_receive(c, buf, sizeof buf, &calls), 3, "%s", sm_last_error());
+    /* "two" is in the kernel before the drain's last call. */
+    cr_assert_eq(raw_send_frame(peer, "two", 3), 0);
+    wait_unread(sm_conn_fd(c), 7);
+    ssize_t n = sm_recv(c, buf, sizeof buf);
+    if (n == SM_EAGAIN) {
+        struct pollfd p = { sm_conn_fd(c), poll_events(sm_conn_events(c)), 0 };
+        cr_assert_eq(poll(&p, 1, 0), 1, "poll says at once that there is more");
+        n = sm_recv(c, buf, sizeof buf);
+    }
+    cr_assert_eq(n, 3, "the message that came meanwhile: %zd %s", n, sm_last_error());
+    cr_assert_eq(memcmp(buf, "two", 3), 0);
+    close(peer);
+    sm_close(c);
+}
+
+struct late_frame {
+    int fd;
+    int after_ms;
+};
+
+static void *send_late(void *arg)
+{
+    struct late_frame *l = arg;
+    sleep_ms(l->after_ms);
+    raw_send_frame(l->fd, "late", 4);
+    return NULL;
+}
+
+/* Switched to blocking after a short non-blocking read, a receive waits
+ * for the next message: the skipped read is the non-blocking mode's only. */
+Test(loop, a_connection_switched_to_blocking_waits_again)
+{
+    sm_conn *c;
+    int peer;
+    nonblocking_pair(&c, NULL, &peer);
+    char buf[64];
+    int calls;
+    cr_assert_eq(raw_send_frame(peer, "one", 3), 0);
+    cr_assert_eq(poll_and_receive(c, buf, sizeof buf, &calls), 3, "%s", sm_last_error());
+    sm_options blocking = { .recv_timeout_ms = WAIT_MS };
+    cr_assert_eq(sm_conn_set_options(c, &blocking), 0, "%s", sm_last_error());
+    struct late_frame l = { peer, 100 };
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, send_late, &l), 0);
+    ssize_t n = sm_recv(c, buf, sizeof buf);
+    pthread_join(t, NULL);
+    cr_assert_eq(n, 4, "the blocking receive waited for the message: %zd %s", n, sm_last_error());
+    close(peer);
+    sm_close(c);
+}
+
 /* A non-blocking connection to where, once its fd is writable: connected
  * or refused. */
 static sm_conn *connect_and_poll(const char *where)

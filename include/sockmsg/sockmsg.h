@@ -351,7 +351,10 @@ SM_API ssize_t sm_recv_view(sm_conn *c, const void **msg);
  *             A Unix listener with a full backlog gives SM_EAGAIN: no
  *             connection, try again later.
  *   receive   take messages until SM_EAGAIN, then wait for the events
- *             sm_conn_events names.  A message is handed out whole.
+ *             sm_conn_events names.  A message is handed out whole.  The
+ *             SM_EAGAIN that ends a drain costs no system call when the
+ *             read before it emptied the socket (not over TLS); what came
+ *             since, poll (level- or edge-triggered) reports.
  *   send      a message the socket cannot take now is held, up to
  *             SM_SEND_BUFFER bytes in all (or one larger message when
  *             nothing else is held), and returns 0; beyond that,
