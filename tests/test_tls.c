@@ -410,30 +410,39 @@ TLS_TEST(server_offers_plain_and_tls_ports_and_shrugs_off_hostile_peers)
 
 struct dialer {
     const char *addr;
-    sm_conn *c; /* with dial_and_stay */
+    int stay;   /* stays connected, as c; else leaves at once */
+    sm_conn *c; /* with stay: the client, or NULL if it failed */
 };
 
-/* Connects over TLS and stays connected. */
-static void *dial_and_stay(void *arg)
+/* Connects over TLS, then stays or leaves at once. */
+static void *dial(void *arg)
 {
     struct dialer *d = arg;
     sm_tls_options ct = { .ca_file = cert("ca.pem") };
     sm_options o = { .tls = &ct, .connect_timeout_ms = 5000 };
     if (sm_connect_opts(&d->c, d->addr, &o) != 0)
         d->c = NULL;
+    else if (!d->stay)
+        sm_close(d->c);
     return NULL;
 }
 
-/* Connects over TLS, then leaves at once. */
-static void *dial_and_close(void *arg)
+/* A TLS listener on *l and the client d dialled to it (on a thread of its
+ * own, since the handshake needs both ends): returns the accepted end. */
+static sm_conn *accept_dialled(sm_listener **l, struct dialer *d)
 {
-    struct dialer *d = arg;
-    sm_tls_options ct = { .ca_file = cert("ca.pem") };
-    sm_options o = { .tls = &ct, .connect_timeout_ms = 5000 };
+    sm_tls_options st = server_tls();
+    sm_options so = { .tls = &st, .accept_timeout_ms = 5000 };
+    cr_assert_eq(sm_listen_opts(l, "127.0.0.1:0", &so), 0);
+    static char addr[SM_ADDRSTRLEN];
+    sm_listener_addr(*l, addr, sizeof addr);
+    d->addr = addr;
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, dial, d), 0);
     sm_conn *c;
-    if (sm_connect_opts(&c, d->addr, &o) == 0)
-        sm_close(c);
-    return NULL;
+    cr_assert_eq(sm_accept(*l, &c), 0, "%s", sm_last_error());
+    pthread_join(t, NULL);
+    return c;
 }
 
 struct counter {
@@ -505,18 +514,9 @@ TLS_TEST(a_vanished_peer_never_raises_sigpipe)
     sigemptyset(&pipe_only);
     sigaddset(&pipe_only, SIGPIPE);
     pthread_sigmask(SIG_UNBLOCK, &pipe_only, NULL);
-    sm_tls_options st = server_tls();
-    sm_options so = { .tls = &st, .accept_timeout_ms = 5000 };
     sm_listener *l;
-    cr_assert_eq(sm_listen_opts(&l, "127.0.0.1:0", &so), 0);
-    char addr[SM_ADDRSTRLEN];
-    sm_listener_addr(l, addr, sizeof addr);
-    struct dialer d = { .addr = addr };
-    pthread_t t;
-    pthread_create(&t, NULL, dial_and_close, &d);
-    sm_conn *c;
-    cr_assert_eq(sm_accept(l, &c), 0, "%s", sm_last_error());
-    pthread_join(t, NULL);
+    struct dialer d = { .stay = 0 };
+    sm_conn *c = accept_dialled(&l, &d);
     static uint8_t big[256 * 1024];
     int rc = 0;
     for (int i = 0; i < 50 && rc == 0; i++)
@@ -531,18 +531,9 @@ TLS_TEST(held_frames_never_block_a_receive)
 {
     if (!sm_tls_available())
         return;
-    sm_tls_options st = server_tls();
-    sm_options so = { .tls = &st, .accept_timeout_ms = 5000 };
     sm_listener *l;
-    cr_assert_eq(sm_listen_opts(&l, "127.0.0.1:0", &so), 0);
-    char addr[SM_ADDRSTRLEN];
-    sm_listener_addr(l, addr, sizeof addr);
-    struct dialer d = { .addr = addr };
-    pthread_t t;
-    pthread_create(&t, NULL, dial_and_stay, &d);
-    sm_conn *peer;
-    cr_assert_eq(sm_accept(l, &peer), 0, "%s", sm_last_error());
-    pthread_join(t, NULL);
+    struct dialer d = { .stay = 1 };
+    sm_conn *peer = accept_dialled(&l, &d);
     cr_assert_not_null(d.c, "the TLS client connected");
     held_frames_never_block_receiving(d.c, peer);
     close_pair(l, peer, d.c);
