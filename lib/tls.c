@@ -133,6 +133,8 @@ int sm__tls_peer_subject(const sm_tls *t, char *buf, size_t len)
 #include <stdatomic.h>
 #include <stdio.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
 
 struct sm_tls_ctx {
     SSL_CTX *ssl;
@@ -256,7 +258,7 @@ static void set_verify(SSL_CTX *ssl, const sm_tls_options *o, int server)
     SSL_CTX_set_verify(ssl, mode, NULL);
 }
 
-int sm__tls_ctx_new(sm_tls_ctx **out, const sm_tls_options *o, int server)
+static int ctx_make(sm_tls_ctx **out, const sm_tls_options *o, int server)
 {
     *out = NULL;
     if (server && (!o->cert_file || !o->key_file))
@@ -299,6 +301,85 @@ int sm__tls_ctx_new(sm_tls_ctx **out, const sm_tls_options *o, int server)
         snprintf(ctx->server_name, sizeof ctx->server_name, "%s", o->server_name);
     *out = ctx;
     return 0;
+}
+
+/* ---- the last client context, kept for the next connect ---- */
+
+/* Making a client context costs about as much as the handshake itself
+ * (OpenSSL 3 looks up its algorithms, the CAs are parsed), so a client
+ * that connects again and again with the same options reuses the last
+ * one, for as long as none of the files it was made from changed on disk.
+ * A file changed in the last few seconds is not trusted to show a new
+ * modification time on its next change (timestamps are coarse), so a
+ * context made from one is not kept. */
+#define KEY_CAP 8192
+#define SETTLED_S 3
+
+static pthread_mutex_t client_lock = PTHREAD_MUTEX_INITIALIZER;
+static sm_tls_ctx *client_ctx;       /* client_lock */
+static char client_ctx_key[KEY_CAP]; /* client_lock */
+
+/* Appends one file's name and identity to the key; -1 if it changed too
+ * recently to be keyed. */
+static int key_file(char *key, size_t cap, size_t *len, const char *path, time_t now)
+{
+    struct stat st = { 0 };
+    int found = path && stat(path, &st) == 0;
+    if (found && now - st.st_mtim.tv_sec < SETTLED_S)
+        return -1;
+    int n = snprintf(key + *len, cap - *len, "%s %d %lu %lu %lld %lld.%09ld|", path ? path : "",
+                     found, (unsigned long)st.st_dev, (unsigned long)st.st_ino,
+                     (long long)st.st_size, (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+    if (n < 0 || (size_t)n >= cap - *len)
+        return -1;
+    *len += (size_t)n;
+    return 0;
+}
+
+/* Everything a client context is made from, as text: the options and
+ * each file's identity (the system store's when no CAs are named).
+ * Returns 0, or -1 if it cannot be keyed (then it is not kept). */
+static int client_key(char *key, size_t cap, const sm_tls_options *o)
+{
+    int system = !o->ca_file && !o->ca_dir;
+    const char *files[] = { o->ca_file,
+                            o->ca_dir,
+                            o->cert_file,
+                            o->key_file,
+                            system ? X509_get_default_cert_file() : NULL,
+                            system ? X509_get_default_cert_dir() : NULL };
+    int n = snprintf(key, cap, "%d %d %s|", o->insecure_skip_verify, o->handshake_timeout_ms,
+                     o->server_name ? o->server_name : "");
+    if (n < 0 || (size_t)n >= cap)
+        return -1;
+    size_t len = (size_t)n;
+    time_t now = time(NULL);
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        if (key_file(key, cap, &len, files[i], now))
+            return -1;
+    return 0;
+}
+
+static int client_ctx_new(sm_tls_ctx **out, const sm_tls_options *o)
+{
+    static char key[KEY_CAP]; /* client_lock, from keying to keeping */
+    pthread_mutex_lock(&client_lock);
+    int keyed = client_key(key, sizeof key, o) == 0;
+    int same = keyed && client_ctx && strcmp(key, client_ctx_key) == 0;
+    *out = same ? sm__tls_ctx_ref(client_ctx) : NULL;
+    int rc = same ? 0 : ctx_make(out, o, 0);
+    if (!rc && keyed && !same) {
+        sm__tls_ctx_unref(client_ctx);
+        client_ctx = sm__tls_ctx_ref(*out);
+        memcpy(client_ctx_key, key, sizeof key);
+    }
+    pthread_mutex_unlock(&client_lock);
+    return rc;
+}
+
+int sm__tls_ctx_new(sm_tls_ctx **out, const sm_tls_options *o, int server)
+{
+    return server ? ctx_make(out, o, 1) : client_ctx_new(out, o);
 }
 
 sm_tls_ctx *sm__tls_ctx_ref(sm_tls_ctx *ctx)

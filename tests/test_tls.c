@@ -8,6 +8,7 @@
 #include "support/support.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -211,6 +213,71 @@ TLS_TEST(skipping_verification_happens_only_when_asked)
     echo_stop(&e);
 }
 
+/* Writes src's bytes over dst, in place (the same inode), and dates it
+ * age_s seconds back: settled, so a context made from it may be kept. */
+static void overwrite(const char *dst, const char *src, int age_s)
+{
+    FILE *in = fopen(src, "rb"), *out = fopen(dst, "r+b");
+    if (!out)
+        out = fopen(dst, "wb");
+    cr_assert(in && out, "%s or %s: %s", src, dst, strerror(errno));
+    char buf[4096];
+    size_t n, total = 0;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0) {
+        cr_assert_eq(fwrite(buf, 1, n, out), n);
+        total += n;
+    }
+    fclose(in);
+    cr_assert_eq(fflush(out), 0);
+    cr_assert_eq(ftruncate(fileno(out), (off_t)total), 0);
+    fclose(out);
+    struct timespec when[2];
+    clock_gettime(CLOCK_REALTIME, &when[0]);
+    when[0].tv_sec -= age_s;
+    when[1] = when[0];
+    cr_assert_eq(utimensat(AT_FDCWD, dst, when, 0), 0, "%s", strerror(errno));
+}
+
+/* A client reuses its last TLS context while the options and their files
+ * stay the same; a file changed on disk is read again, never served from
+ * the old context. */
+TLS_TEST(a_changed_ca_file_is_read_again)
+{
+    if (!sm_tls_available())
+        return;
+    sm_tls_options st = server_tls();
+    char trust[200];
+    snprintf(trust, sizeof trust, "%s/trust.pem", certs);
+    sm_tls_options ct = { .ca_file = trust };
+    struct {
+        const char *ca; /* what trust.pem holds */
+        int age_s, want;
+    } steps[] = {
+        { "ca.pem", 60, 0 },                /* made and kept */
+        { NULL, 0, 0 },                     /* unchanged: the kept one serves */
+        { "other-ca.pem", 30, SM_EVERIFY }, /* changed: read again */
+        { "ca.pem", 20, 0 },                /* and back */
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
+        if (steps[i].ca)
+            overwrite(trust, cert(steps[i].ca), steps[i].age_s);
+        struct echo e;
+        echo_start(&e, &st, 0);
+        int rc = try_connect(e.addr, &ct);
+        echo_stop(&e);
+        cr_assert_eq(rc, steps[i].want, "step %zu (trust.pem is %s): %d %s", i,
+                     steps[i].ca ? steps[i].ca : "unchanged", rc, sm_last_error());
+    }
+    /* The files are read before connecting: nobody need listen. */
+    cr_assert_eq(unlink(trust), 0);
+    char nowhere[SM_ADDRSTRLEN];
+    closed_addr("127.0.0.1:0", nowhere);
+    int rc = try_connect(nowhere, &ct);
+    cr_assert_eq(rc, SM_ETLS, "trust.pem removed: %d %s", rc, sm_last_error());
+    cr_assert(strstr(sm_last_error(), "trust.pem"), "the error names the file: %s",
+              sm_last_error());
+}
+
 TLS_TEST(mutual_tls_accepts_a_known_client_and_refuses_others)
 {
     if (!sm_tls_available())
@@ -404,6 +471,65 @@ TLS_TEST(server_offers_plain_and_tls_ports_and_shrugs_off_hostile_peers)
     sm_close(dribble);
     sm_close(framed);
     sm_server_free(s);
+}
+
+enum { SHARING_THREADS = 4, CONNECTS_EACH = 10 };
+
+struct sharer {
+    const char *addr, *ca;
+    int ok; /* connects that echoed */
+};
+
+/* Connects CONNECTS_EACH times, one echo each (non-asserting: a thread). */
+static void *connect_repeatedly(void *arg)
+{
+    struct sharer *sh = arg;
+    sm_tls_options ct = { .ca_file = sh->ca };
+    sm_options o = { .tls = &ct, .connect_timeout_ms = 5000, .recv_timeout_ms = 5000 };
+    for (int i = 0; i < CONNECTS_EACH; i++) {
+        sm_conn *c;
+        if (sm_connect_opts(&c, sh->addr, &o) != 0)
+            continue;
+        char back[4];
+        if (sm_send(c, "ping", 4) == 0 && sm_recv(c, back, sizeof back) == 4)
+            sh->ok++;
+        sm_close(c);
+    }
+    return NULL;
+}
+
+/* The kept client context is shared by connects on several threads at
+ * once (under ASan and TSan too). */
+Test(threads, tls_clients_share_the_kept_client_context, .init = make_certs, .fini = remove_certs,
+     .timeout = 60)
+{
+    if (!sm_tls_available())
+        return;
+    char trust[200];
+    snprintf(trust, sizeof trust, "%s/trust.pem", certs);
+    overwrite(trust, cert("ca.pem"), 60); /* settled: the context is kept */
+    sm_server_handlers h = { .on_message = echo_message };
+    sm_server *s;
+    cr_assert_eq(sm_server_new(&s, &h, NULL, NULL), 0);
+    sm_tls_options st = server_tls();
+    cr_assert_eq(sm_server_listen_tls(s, "127.0.0.1:0", &st), 0, "%s", sm_last_error());
+    char addr[SM_ADDRSTRLEN];
+    sm_server_addr(s, 0, addr, sizeof addr);
+    pthread_t server, t[SHARING_THREADS];
+    pthread_create(&server, NULL, serve, s);
+    struct sharer sh[SHARING_THREADS];
+    for (int i = 0; i < SHARING_THREADS; i++) {
+        sh[i] = (struct sharer){ addr, trust, 0 };
+        cr_assert_eq(pthread_create(&t[i], NULL, connect_repeatedly, &sh[i]), 0);
+    }
+    for (int i = 0; i < SHARING_THREADS; i++)
+        pthread_join(t[i], NULL);
+    sm_server_stop(s);
+    pthread_join(server, NULL);
+    sm_server_free(s);
+    for (int i = 0; i < SHARING_THREADS; i++)
+        cr_expect_eq(sh[i].ok, CONNECTS_EACH, "thread %d: %d of %d connects echoed", i, sh[i].ok,
+                     CONNECTS_EACH);
 }
 
 /* ---- helpers for the promise tests ---- */

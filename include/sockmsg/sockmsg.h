@@ -71,6 +71,10 @@ typedef struct sm_conn sm_conn;
  * store and the host in the address.  The framing inside TLS is the same,
  * so Python's ssl, Java's SSLSocket or Node's tls speak it unchanged.
  * The strings are copied when used; they need not outlive the call.
+ * Clients reuse the context made at their last connect while the options
+ * and the files they name are unchanged on disk (a file changed in the
+ * last 3 s is read again every time): a renewed CA file or certificate
+ * takes effect on the next connect.
  */
 typedef struct sm_tls_options {
     const char *ca_file;      /* PEM file of CAs to verify the peer against (a
