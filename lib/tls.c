@@ -336,18 +336,29 @@ static int key_file(char *key, size_t cap, size_t *len, const char *path, time_t
     return 0;
 }
 
+/* Where OpenSSL finds the system store: its environment variable, as
+ * SSL_CTX_set_default_verify_paths reads it, or the built-in path. */
+static const char *system_store(const char *env_name, const char *built_in)
+{
+    const char *set = getenv(env_name);
+    return set ? set : built_in;
+}
+
 /* Everything a client context is made from, as text: the options and
  * each file's identity (the system store's when no CAs are named).
  * Returns 0, or -1 if it cannot be keyed (then it is not kept). */
 static int client_key(char *key, size_t cap, const sm_tls_options *o)
 {
     int system = !o->ca_file && !o->ca_dir;
-    const char *files[] = { o->ca_file,
-                            o->ca_dir,
-                            o->cert_file,
-                            o->key_file,
-                            system ? X509_get_default_cert_file() : NULL,
-                            system ? X509_get_default_cert_dir() : NULL };
+    const char *files[] = {
+        o->ca_file,
+        o->ca_dir,
+        o->cert_file,
+        o->key_file,
+        system ? system_store(X509_get_default_cert_file_env(), X509_get_default_cert_file())
+               : NULL,
+        system ? system_store(X509_get_default_cert_dir_env(), X509_get_default_cert_dir()) : NULL,
+    };
     int n = snprintf(key, cap, "%d %d %s|", o->insecure_skip_verify, o->handshake_timeout_ms,
                      o->server_name ? o->server_name : "");
     if (n < 0 || (size_t)n >= cap)

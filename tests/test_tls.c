@@ -278,6 +278,35 @@ TLS_TEST(a_changed_ca_file_is_read_again)
               sm_last_error());
 }
 
+/* The same with no CAs named: the system store, here moved by
+ * SSL_CERT_FILE as OpenSSL allows, is what the kept context depends on. */
+TLS_TEST(a_changed_system_store_is_read_again)
+{
+    if (!sm_tls_available())
+        return;
+    sm_tls_options st = server_tls();
+    char store[200];
+    snprintf(store, sizeof store, "%s/store.pem", certs);
+    cr_assert_eq(setenv("SSL_CERT_FILE", store, 1), 0);
+    char none[200];
+    snprintf(none, sizeof none, "%s/no-such-dir", certs);
+    cr_assert_eq(setenv("SSL_CERT_DIR", none, 1), 0); /* the store is the file alone */
+    sm_tls_options system = { 0 };
+    const struct {
+        const char *ca;
+        int age_s, want;
+    } steps[] = { { "ca.pem", 60, 0 }, { "other-ca.pem", 30, SM_EVERIFY }, { "ca.pem", 20, 0 } };
+    for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
+        overwrite(store, cert(steps[i].ca), steps[i].age_s);
+        struct echo e;
+        echo_start(&e, &st, 0);
+        int rc = try_connect(e.addr, &system);
+        echo_stop(&e);
+        cr_assert_eq(rc, steps[i].want, "step %zu (the store is %s): %d %s", i, steps[i].ca, rc,
+                     sm_last_error());
+    }
+}
+
 TLS_TEST(mutual_tls_accepts_a_known_client_and_refuses_others)
 {
     if (!sm_tls_available())
