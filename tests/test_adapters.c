@@ -46,8 +46,7 @@
 #endif
 
 #define EXAMPLE(name) BUILD_DIR "/examples/" name
-#define PROC_MS 20000 /* a process's start, output and exit: valgrind is slow */
-#define IO_MS 15000   /* every blocking call of the tests' clients */
+#define IO_MS 15000 /* every blocking call of the tests' clients */
 
 static const sm_options patient = { .connect_timeout_ms = IO_MS,
                                     .send_timeout_ms = IO_MS,
@@ -612,135 +611,26 @@ BOTH(attach_checks_arguments)
  * Suite examples: the programs, as processes.
  * ====================================================================== */
 
-struct proc {
-    pid_t pid;
-    int in;  /* our end of its stdin (a socket pair), or -1 */
-    int out; /* its stdout */
-    int err; /* its stderr */
-};
+/* Processes: tests/support/program.c. */
 
-#define MAX_PROCS 8
-static pid_t procs[MAX_PROCS];
 static char unix_path[SM_ADDRSTRLEN]; /* a socket file a test made, if any */
-static char last_err[4096];           /* the stderr of the last process finished */
 
 /* Each test's .fini: no process or socket file outlives it. */
-static void end_procs(void)
+static void end_procs_and_socket(void)
 {
-    for (int i = 0; i < MAX_PROCS; i++)
-        if (procs[i] > 0) {
-            kill(procs[i], SIGKILL);
-            waitpid(procs[i], NULL, 0);
-            procs[i] = 0;
-        }
+    end_procs();
     if (unix_path[0])
         unlink(unix_path + 5); /* "unix:" */
     unix_path[0] = '\0';
 }
 
-static void track(pid_t pid, pid_t old)
-{
-    for (int i = 0; i < MAX_PROCS; i++)
-        if (procs[i] == old) {
-            procs[i] = pid;
-            return;
-        }
-    cr_assert_fail("more than %d processes", MAX_PROCS);
-}
-
-/* Starts argv[0] with stdout and stderr to pipes and stdin from a socket
- * pair (with_stdin; writes to it never raise SIGPIPE) or /dev/null.  With
- * SM_EXAMPLES_VALGRIND set it runs under memcheck: an error or a leak
- * makes it exit 99, which the exit checks catch. */
-static struct proc spawn(const char *const argv[], int with_stdin)
-{
-    static const char *const memcheck[] = { "/usr/bin/valgrind", "-q", "--error-exitcode=99",
-                                            "--leak-check=full",
-                                            "--errors-for-leak-kinds=definite,indirect" };
-    const char *args[24];
-    size_t n = 0;
-    if (getenv("SM_EXAMPLES_VALGRIND"))
-        for (size_t i = 0; i < sizeof memcheck / sizeof memcheck[0]; i++)
-            args[n++] = memcheck[i];
-    for (size_t i = 0; argv[i]; i++) {
-        cr_assert_lt(n + 1, sizeof args / sizeof args[0]);
-        args[n++] = argv[i];
-    }
-    args[n] = NULL;
-
-    int out[2], err[2], in[2] = { -1, -1 };
-    cr_assert_eq(pipe2(out, O_CLOEXEC), 0, "pipe: %s", strerror(errno));
-    cr_assert_eq(pipe2(err, O_CLOEXEC), 0, "pipe: %s", strerror(errno));
-    if (with_stdin)
-        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, in), 0);
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        /* Only async-signal-safe calls until exec; never outlive the test. */
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
-            _exit(126);
-        int stdin_fd = with_stdin ? in[1] : open("/dev/null", O_RDONLY);
-        if (stdin_fd < 0 || dup2(stdin_fd, STDIN_FILENO) < 0 || dup2(out[1], STDOUT_FILENO) < 0 ||
-            dup2(err[1], STDERR_FILENO) < 0)
-            _exit(126);
-        execv(args[0], (char *const *)args);
-        _exit(127);
-    }
-    track(pid, 0);
-    close(out[1]);
-    close(err[1]);
-    if (with_stdin)
-        close(in[1]);
-    return (struct proc){ .pid = pid, .in = in[0], .out = out[0], .err = err[0] };
-}
-
 /* Starts a program that prints "listening on ADDR" first; ADDR to addr. */
-static struct proc start_listening(const char *const argv[], char addr[SM_ADDRSTRLEN],
-                                   int with_stdin)
+static struct program start_listening(const char *const argv[], char addr[SM_ADDRSTRLEN],
+                                      int with_stdin)
 {
-    struct proc p = spawn(argv, with_stdin);
-    char line[SM_ADDRSTRLEN + 32];
-    if (read_line(p.out, line, sizeof line, PROC_MS) < 0) {
-        kill(p.pid, SIGKILL);
-        read_all(p.err, last_err, sizeof last_err, 1000);
-        cr_assert_fail("%s printed no listening line; stderr: %s", argv[0], last_err);
-    }
-    cr_assert(strncmp(line, "listening on ", 13) == 0, "%s printed '%s' first", argv[0], line);
-    cr_assert_lt(strlen(line + 13), SM_ADDRSTRLEN, "'%s'", line);
-    strcpy(addr, line + 13);
+    struct program p = program_start(argv, with_stdin);
+    expect_listening(&p, argv[0], NULL, addr);
     return p;
-}
-
-/* Waits for p to end (killing it after PROC_MS) and closes our ends of
- * its pipes; its stderr goes to last_err.  Returns its wait status. */
-static int finish(struct proc *p)
-{
-    read_all(p->err, last_err, sizeof last_err, PROC_MS); /* to its exit */
-    int status = 0;
-    int exited = reap(p->pid, PROC_MS, &status);
-    track(0, p->pid);
-    close(p->out);
-    close(p->err);
-    if (p->in >= 0)
-        close(p->in);
-    return exited ? status : -1;
-}
-
-static void expect_exit(struct proc *p, int code, const char *what)
-{
-    int status = finish(p);
-    cr_assert_neq(status, -1, "%s did not exit in time; stderr: %s", what, last_err);
-    cr_assert(WIFEXITED(status), "%s died of signal %d; stderr: %s", what,
-              WIFSIGNALED(status) ? WTERMSIG(status) : 0, last_err);
-    cr_assert_eq(WEXITSTATUS(status), code, "%s exited %d, expected %d; stderr: %s", what,
-                 WEXITSTATUS(status), code, last_err);
-}
-
-static void stop_with(struct proc *p, int sig, const char *what)
-{
-    cr_assert_eq(kill(p->pid, sig), 0);
-    expect_exit(p, 0, what);
 }
 
 /* ---- uv-echo-server and event-echo-server ---- */
@@ -757,7 +647,7 @@ static void echo_serves_clients_at_once(const char *prog, const char *lib)
     require(built(prog), prog, lib);
     const char *argv[] = { prog, "127.0.0.1:0", NULL };
     char addr[SM_ADDRSTRLEN];
-    struct proc srv = start_listening(argv, addr, 0);
+    struct program srv = start_listening(argv, addr, 0);
 
     /* Every client sends before any reads its echo: each is answered
      * while the others wait, in one loop. */
@@ -799,17 +689,17 @@ static void echo_serves_clients_at_once(const char *prog, const char *lib)
     }
 }
 
-Test(examples, uv_echo_server_serves_clients_at_once, .fini = end_procs)
+Test(examples, uv_echo_server_serves_clients_at_once, .fini = end_procs_and_socket)
 {
     echo_serves_clients_at_once(EXAMPLE("uv-echo-server"), "libuv");
 }
 
-Test(examples, event_echo_server_serves_clients_at_once, .fini = end_procs)
+Test(examples, event_echo_server_serves_clients_at_once, .fini = end_procs_and_socket)
 {
     echo_serves_clients_at_once(EXAMPLE("event-echo-server"), "libevent");
 }
 
-Test(examples, loop_servers_exit_0_on_sigint, .fini = end_procs)
+Test(examples, loop_servers_exit_0_on_sigint, .fini = end_procs_and_socket)
 {
     static const char *const progs[][2] = { { EXAMPLE("uv-echo-server"), "libuv" },
                                             { EXAMPLE("event-echo-server"), "libevent" } };
@@ -817,7 +707,7 @@ Test(examples, loop_servers_exit_0_on_sigint, .fini = end_procs)
         require(built(progs[i][0]), progs[i][0], progs[i][1]);
         const char *argv[] = { progs[i][0], "127.0.0.1:0", NULL };
         char addr[SM_ADDRSTRLEN];
-        struct proc srv = start_listening(argv, addr, 0);
+        struct program srv = start_listening(argv, addr, 0);
         sm_conn *c = client(addr);
         round_trip(c, "hello");
         stop_with(&srv, SIGINT, progs[i][0]);
@@ -827,7 +717,7 @@ Test(examples, loop_servers_exit_0_on_sigint, .fini = end_procs)
     }
 }
 
-Test(examples, loop_servers_refuse_bad_addresses, .fini = end_procs)
+Test(examples, loop_servers_refuse_bad_addresses, .fini = end_procs_and_socket)
 {
     static const char *const servers[][2] = { { EXAMPLE("uv-echo-server"), "libuv" },
                                               { EXAMPLE("event-echo-server"), "libevent" } };
@@ -835,7 +725,7 @@ Test(examples, loop_servers_refuse_bad_addresses, .fini = end_procs)
     for (int i = 0; i < 2; i++) {
         require(built(servers[i][0]), servers[i][0], servers[i][1]);
         const char *argv[] = { servers[i][0], "no-port", NULL };
-        struct proc p = spawn(argv, 0);
+        struct program p = program_start(argv, 0);
         read_all(p.out, out, sizeof out, PROC_MS);
         expect_exit(&p, 1, servers[i][0]);
         cr_assert_str_empty(out, "%s printed '%s'", servers[i][0], out);
@@ -843,14 +733,14 @@ Test(examples, loop_servers_refuse_bad_addresses, .fini = end_procs)
     }
 }
 
-Test(examples, poll_client_refuses_bad_arguments, .fini = end_procs)
+Test(examples, poll_client_refuses_bad_arguments, .fini = end_procs_and_socket)
 {
     const char *usage[] = { EXAMPLE("poll-client"), NULL };
-    struct proc p = spawn(usage, 0);
+    struct program p = program_start(usage, 0);
     expect_exit(&p, 2, "poll-client without arguments");
     cr_assert(strstr(last_err, "usage"), "stderr: %s", last_err);
     const char *bad_listen[] = { EXAMPLE("poll-client"), "no-port", NULL };
-    p = spawn(bad_listen, 0);
+    p = program_start(bad_listen, 0);
     expect_exit(&p, 1, "poll-client no-port");
     cr_assert_str_not_empty(last_err);
 }
@@ -873,19 +763,19 @@ static int reply_from(const char *line, const char *const peer[2], const char **
     return -1;
 }
 
-Test(examples, poll_client_relays_stdin_and_serves_its_own, .fini = end_procs)
+Test(examples, poll_client_relays_stdin_and_serves_its_own, .fini = end_procs_and_socket)
 {
     /* Two echo-servers, one over TCP and one over a Unix socket. */
     char peer[2][SM_ADDRSTRLEN];
     unix_addr(unix_path, sizeof unix_path, "poll-peer");
     const char *echo_tcp[] = { EXAMPLE("echo-server"), "127.0.0.1:0", NULL };
     const char *echo_unix[] = { EXAMPLE("echo-server"), unix_path, NULL };
-    struct proc e0 = start_listening(echo_tcp, peer[0], 0);
-    struct proc e1 = start_listening(echo_unix, peer[1], 0);
+    struct program e0 = start_listening(echo_tcp, peer[0], 0);
+    struct program e1 = start_listening(echo_unix, peer[1], 0);
 
     const char *argv[] = { EXAMPLE("poll-client"), "127.0.0.1:0", peer[0], peer[1], NULL };
     char mine[SM_ADDRSTRLEN];
-    struct proc pc = start_listening(argv, mine, 1);
+    struct program pc = start_listening(argv, mine, 1);
 
     /* Its own listener serves before any line... */
     sm_conn *local = client(mine), *heavy = client(mine);
@@ -959,16 +849,16 @@ static int stuck_peer(char addr[SM_ADDRSTRLEN], int *filler)
     return lfd;
 }
 
-Test(examples, poll_client_never_waits_on_a_stuck_peer, .fini = end_procs)
+Test(examples, poll_client_never_waits_on_a_stuck_peer, .fini = end_procs_and_socket)
 {
     char good[SM_ADDRSTRLEN], stuck[SM_ADDRSTRLEN], mine[SM_ADDRSTRLEN];
     const char *echo[] = { EXAMPLE("echo-server"), "127.0.0.1:0", NULL };
-    struct proc e = start_listening(echo, good, 0);
+    struct program e = start_listening(echo, good, 0);
     int filler;
     int lfd = stuck_peer(stuck, &filler);
 
     const char *argv[] = { EXAMPLE("poll-client"), "127.0.0.1:0", good, stuck, NULL };
-    struct proc pc = start_listening(argv, mine, 1);
+    struct program pc = start_listening(argv, mine, 1);
     sm_conn *local = client(mine);
     int64_t t0 = now_ms();
     cr_assert_eq(put_line(pc.in, "first\nsecond\n"), 0);
@@ -1005,13 +895,13 @@ Test(examples, poll_client_never_waits_on_a_stuck_peer, .fini = end_procs)
     stop_with(&e, SIGTERM, "echo-server");
 }
 
-Test(examples, poll_client_exits_0_on_sigterm, .fini = end_procs)
+Test(examples, poll_client_exits_0_on_sigterm, .fini = end_procs_and_socket)
 {
     char good[SM_ADDRSTRLEN], mine[SM_ADDRSTRLEN];
     const char *echo[] = { EXAMPLE("echo-server"), "127.0.0.1:0", NULL };
-    struct proc e = start_listening(echo, good, 0);
+    struct program e = start_listening(echo, good, 0);
     const char *argv[] = { EXAMPLE("poll-client"), "127.0.0.1:0", good, NULL };
-    struct proc pc = start_listening(argv, mine, 1);
+    struct program pc = start_listening(argv, mine, 1);
     sm_conn *local = client(mine);
     round_trip(local, "hello");
     cr_assert_eq(put_line(pc.in, "one\n"), 0);

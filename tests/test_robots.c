@@ -33,148 +33,24 @@
 #include <unistd.h>
 
 #define EXAMPLE(name) BUILD_DIR "/examples/" name
-#define PROC_MS 20000       /* a process's start and exit: valgrind is slow */
 #define LINE_MS 15000       /* a line that must come */
 #define MAX_BACKOFF_MS 5000 /* sm_server_connect's longest wait by default */
 #define QUIET_MS 1000       /* listened to after the last line, for extras */
 
-/* ---- processes, with stdin ---- */
-
-struct proc {
-    pid_t pid;
-    int in;  /* our end of its stdin (a socket pair) */
-    int out; /* its stdout */
-    int err; /* its stderr */
-};
-
-#define MAX_PROCS 8
-static pid_t procs[MAX_PROCS];
-static char last_err[4096]; /* the stderr of the last process finished */
-
-/* Each test's .fini: no process outlives it. */
-static void end_procs(void)
-{
-    for (int i = 0; i < MAX_PROCS; i++)
-        if (procs[i] > 0) {
-            kill(procs[i], SIGKILL);
-            waitpid(procs[i], NULL, 0);
-            procs[i] = 0;
-        }
-}
-
-static void track(pid_t pid, pid_t old)
-{
-    for (int i = 0; i < MAX_PROCS; i++)
-        if (procs[i] == old) {
-            procs[i] = pid;
-            return;
-        }
-    cr_assert_fail("more than %d processes", MAX_PROCS);
-}
-
-/* Starts argv[0] with stdin from a socket pair (writes to it never raise
- * SIGPIPE) and stdout and stderr to pipes.  With SM_EXAMPLES_VALGRIND set
- * it runs under memcheck: an error or a leak makes it exit 99, which the
- * exit checks catch. */
-static struct proc spawn(const char *const argv[])
-{
-    static const char *const memcheck[] = { "/usr/bin/valgrind", "-q", "--error-exitcode=99",
-                                            "--leak-check=full",
-                                            "--errors-for-leak-kinds=definite,indirect" };
-    const char *args[24];
-    size_t n = 0;
-    if (getenv("SM_EXAMPLES_VALGRIND"))
-        for (size_t i = 0; i < sizeof memcheck / sizeof memcheck[0]; i++)
-            args[n++] = memcheck[i];
-    for (size_t i = 0; argv[i]; i++) {
-        cr_assert_lt(n + 1, sizeof args / sizeof args[0]);
-        args[n++] = argv[i];
-    }
-    args[n] = NULL;
-
-    int out[2], err[2], in[2];
-    cr_assert_eq(pipe2(out, O_CLOEXEC), 0, "pipe: %s", strerror(errno));
-    cr_assert_eq(pipe2(err, O_CLOEXEC), 0, "pipe: %s", strerror(errno));
-    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, in), 0);
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        /* Only async-signal-safe calls until exec; never outlive the test. */
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
-            _exit(126);
-        if (dup2(in[1], STDIN_FILENO) < 0 || dup2(out[1], STDOUT_FILENO) < 0 ||
-            dup2(err[1], STDERR_FILENO) < 0)
-            _exit(126);
-        execv(args[0], (char *const *)args);
-        _exit(127);
-    }
-    track(pid, 0);
-    close(out[1]);
-    close(err[1]);
-    close(in[1]);
-    return (struct proc){ .pid = pid, .in = in[0], .out = out[0], .err = err[0] };
-}
-
-/* Waits for p to end (killing it after PROC_MS) and closes our ends of
- * its pipes; its stderr goes to last_err.  Returns its wait status, or -1
- * if it had to be killed. */
-static int finish(struct proc *p)
-{
-    read_all(p->err, last_err, sizeof last_err, PROC_MS); /* to its exit */
-    int status = 0;
-    int exited = reap(p->pid, PROC_MS, &status);
-    track(0, p->pid);
-    close(p->in);
-    close(p->out);
-    close(p->err);
-    p->pid = 0;
-    return exited ? status : -1;
-}
-
-static void expect_exit(struct proc *p, int code, const char *what)
-{
-    int status = finish(p);
-    cr_assert_neq(status, -1, "%s did not exit in time; stderr: %s", what, last_err);
-    cr_assert(WIFEXITED(status), "%s died of signal %d; stderr: %s", what,
-              WIFSIGNALED(status) ? WTERMSIG(status) : 0, last_err);
-    cr_assert_eq(WEXITSTATUS(status), code, "%s exited %d, expected %d; stderr: %s", what,
-                 WEXITSTATUS(status), code, last_err);
-}
+/* ---- processes (tests/support/program.c) ---- */
 
 /* Sends sig: the program must exit 0 and say nothing on stderr. */
-static void stop_with(struct proc *p, int sig, const char *what)
+static void stop_silently(struct program *p, int sig, const char *what)
 {
-    cr_assert_eq(kill(p->pid, sig), 0);
-    expect_exit(p, 0, what);
+    stop_with(p, sig, what);
     cr_assert_str_empty(last_err, "%s: stderr: %s", what, last_err);
 }
 
 /* SIGKILL: no goodbye, as when the power goes. */
-static void crash(struct proc *p)
+static void crash(struct program *p)
 {
     cr_assert_eq(kill(p->pid, SIGKILL), 0);
-    finish(p);
-}
-
-/* Reads the "listening on ADDR" line p prints first: ADDR must be want
- * (unless NULL) and goes to got (unless NULL). */
-static void expect_listening(struct proc *p, const char *what, const char *want,
-                             char got[SM_ADDRSTRLEN])
-{
-    char line[SM_ADDRSTRLEN + 32];
-    if (read_line(p->out, line, sizeof line, PROC_MS) < 0) {
-        kill(p->pid, SIGKILL);
-        finish(p);
-        cr_assert_fail("%s printed no listening line; stderr: %s", what, last_err);
-    }
-    cr_assert(strncmp(line, "listening on ", 13) == 0, "%s printed '%s' first", what, line);
-    size_t len = strlen(line + 13);
-    cr_assert_lt(len, SM_ADDRSTRLEN, "%s printed '%s'", what, line);
-    if (want)
-        cr_assert_str_eq(line + 13, want, "%s", what);
-    if (got)
-        memcpy(got, line + 13, len + 1);
+    program_finish(p);
 }
 
 /* n free ports on 127.0.0.1: listened on all at once (so they differ),
@@ -197,7 +73,7 @@ static void free_addrs(char addrs[][SM_ADDRSTRLEN], int n)
 struct robot {
     const char *name;
     char addr[SM_ADDRSTRLEN]; /* where it listens */
-    struct proc p;
+    struct program p;
     int nlog; /* every line it printed after its listening line */
     char log[LOG_LINES][LOG_LEN];
 };
@@ -209,7 +85,7 @@ static void robot_start(struct robot *r, struct robot *const peers[], int npeers
     cr_assert_leq(npeers, 4);
     for (int i = 0; i < npeers; i++)
         argv[3 + i] = peers[i]->addr;
-    r->p = spawn(argv);
+    r->p = program_start(argv, 1);
     r->nlog = 0;
     expect_listening(&r->p, r->name, r->addr, NULL);
 }
@@ -402,9 +278,9 @@ Test(examples, robots_keep_one_link_per_pair_and_say_every_line_once, .fini = en
             }
     expect_one_link_per_pair(all, 3);
 
-    stop_with(&alice.p, SIGINT, "robot alice");
-    stop_with(&bob.p, SIGTERM, "robot bob");
-    stop_with(&carol.p, SIGTERM, "robot carol");
+    stop_silently(&alice.p, SIGINT, "robot alice");
+    stop_silently(&bob.p, SIGTERM, "robot bob");
+    stop_silently(&carol.p, SIGTERM, "robot carol");
 }
 
 /* r crashed: each of the others says "down r" (from index *mark[i] on),
@@ -455,49 +331,49 @@ Test(examples, robots_reach_a_restarted_robot_again, .fini = end_procs, .timeout
     every_line_once(all, 3, "after bob came back");
     expect_one_link_per_pair(all, 3);
 
-    stop_with(&alice.p, SIGTERM, "robot alice");
-    stop_with(&bob.p, SIGTERM, "robot bob");
-    stop_with(&carol.p, SIGTERM, "robot carol");
+    stop_silently(&alice.p, SIGTERM, "robot alice");
+    stop_silently(&bob.p, SIGTERM, "robot bob");
+    stop_silently(&carol.p, SIGTERM, "robot carol");
 }
 
 Test(examples, robot_and_reconnecting_client_refuse_bad_arguments, .fini = end_procs)
 {
     const char *usage[] = { EXAMPLE("robot"), "lonely", NULL };
-    struct proc p = spawn(usage);
+    struct program p = program_start(usage, 1);
     expect_exit(&p, 2, "robot with no LISTEN_ADDR");
     cr_assert(strstr(last_err, "usage"), "stderr: %s", last_err);
 
     const char *bad_listen[] = { EXAMPLE("robot"), "r", "no-port", NULL };
-    p = spawn(bad_listen);
+    p = program_start(bad_listen, 1);
     expect_exit(&p, 1, "robot r no-port");
     cr_assert_str_not_empty(last_err);
 
     char addr[1][SM_ADDRSTRLEN];
     free_addrs(addr, 1);
     const char *bad_peer[] = { EXAMPLE("robot"), "r", addr[0], "no-port", NULL };
-    p = spawn(bad_peer);
+    p = program_start(bad_peer, 1);
     expect_listening(&p, "robot r ADDR no-port", addr[0], NULL);
     expect_exit(&p, 1, "robot r ADDR no-port");
     cr_assert(strstr(last_err, "no-port"), "stderr: %s", last_err);
 
     const char *client_usage[] = { EXAMPLE("reconnecting-client"), NULL };
-    p = spawn(client_usage);
+    p = program_start(client_usage, 1);
     expect_exit(&p, 2, "reconnecting-client without ADDR");
     cr_assert(strstr(last_err, "usage"), "stderr: %s", last_err);
 }
 
 /* ---- reconnecting-client ---- */
 
-static struct proc echo_server(const char *at, char addr[SM_ADDRSTRLEN])
+static struct program echo_server(const char *at, char addr[SM_ADDRSTRLEN])
 {
     const char *argv[] = { EXAMPLE("echo-server"), at, NULL };
-    struct proc p = spawn(argv);
+    struct program p = program_start(argv, 1);
     expect_listening(&p, "echo-server", NULL, addr);
     return p;
 }
 
 /* The client's next line must be want, within ms. */
-static void expect_reply(struct proc *client, const char *want, int ms)
+static void expect_reply(struct program *client, const char *want, int ms)
 {
     char line[256];
     cr_assert_geq(read_line(client->out, line, sizeof line, ms), 0,
@@ -509,9 +385,9 @@ Test(examples, reconnecting_client_carries_on_across_a_server_restart, .fini = e
      .timeout = 120)
 {
     char addr[SM_ADDRSTRLEN], again[SM_ADDRSTRLEN];
-    struct proc srv = echo_server("127.0.0.1:0", addr);
+    struct program srv = echo_server("127.0.0.1:0", addr);
     const char *argv[] = { EXAMPLE("reconnecting-client"), addr, NULL };
-    struct proc client = spawn(argv);
+    struct program client = program_start(argv, 1);
     cr_assert_eq(put_line(client.in, "one\n"), 0);
     expect_reply(&client, "one", LINE_MS);
 
@@ -542,5 +418,5 @@ Test(examples, reconnecting_client_carries_on_across_a_server_restart, .fini = e
     cr_assert_str_empty(rest, "printed more: %s", rest);
     expect_exit(&client, 0, "reconnecting-client");
     cr_assert(strstr(last_err, "reconnecting"), "stderr: %s", last_err);
-    stop_with(&srv, SIGTERM, "echo-server");
+    stop_silently(&srv, SIGTERM, "echo-server");
 }

@@ -8,6 +8,8 @@
  *   frame.c   frame headers, byte patterns, seeded garbage and its verdict
  *   proc.c    child processes (tracked and ended by PID), lines over their
  *             pipes, their memory, descriptors and CPU time
+ *   program.c the project's programs as processes with a stdin: started
+ *             (under valgrind on request), stopped, exits checked
  *   client.c  the blocking API: listener/connection pairs, text clients
  *   server.c  the event-driven test server: handlers, a command language,
  *             a log of opens and closes
@@ -178,6 +180,35 @@ int fd_count(pid_t pid); /* open descriptors */
 /* The RLIMIT_NOFILE that leaves exactly `slots` descriptor numbers free;
  * *open counts those below it already in use. */
 rlim_t limit_leaving(int slots, int *open);
+
+/* ---- program.c (asserting) ---- */
+
+#define PROC_MS 20000 /* a program's start, output and exit: valgrind is slow */
+
+/* One of the project's programs, running. */
+struct program {
+    pid_t pid;
+    int in;  /* our end of its stdin (a socket pair: writes never raise
+              * SIGPIPE), or -1 when it reads /dev/null */
+    int out; /* its stdout */
+    int err; /* its stderr */
+};
+
+extern char last_err[4096]; /* the stderr of the last program finished */
+
+/* Starts argv[0] (a path), under valgrind memcheck when
+ * SM_EXAMPLES_VALGRIND is set; tracked until finished. */
+struct program program_start(const char *const argv[], int with_stdin);
+/* Waits for p to end (killing it after PROC_MS) and closes our ends of its
+ * pipes; its stderr goes to last_err.  Its wait status, or -1 if killed. */
+int program_finish(struct program *p);
+void expect_exit(struct program *p, int code, const char *what);
+void stop_with(struct program *p, int sig, const char *what); /* must exit 0 */
+/* Reads the "listening on ADDR" line p prints first: ADDR must be want
+ * (unless NULL) and goes to got (unless NULL). */
+void expect_listening(struct program *p, const char *what, const char *want,
+                      char got[SM_ADDRSTRLEN]);
+void end_procs(void); /* a test's .fini: no program outlives it */
 
 /* ---- client.c (asserting) ---- */
 
